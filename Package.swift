@@ -1,0 +1,76 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Lifeboat",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "lifeboat", targets: ["lifeboat"]),
+        .library(name: "StagingStore", targets: ["StagingStore"]),
+        .library(name: "LifeboatCore", targets: ["LifeboatCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // Domain values and pure logic: no I/O, no heavy dependencies.
+        .target(name: "LifeboatCore"),
+
+        // The system's zstd (Debian: libzstd-dev).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+
+        // The storage engine: chunks, packs, volume maps, commits, retention, verify.
+        .target(
+            name: "StagingStore",
+            dependencies: [
+                "LifeboatCore",
+                "CZstd",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // Fixtures shared by tests and benchmarks: temporary directories, generated images, child processes.
+        .target(
+            name: "LifeboatTesting",
+            dependencies: ["LifeboatCore", "StagingStore"]
+        ),
+
+        // The one binary: thin wiring of the modules above.
+        .executableTarget(
+            name: "lifeboat",
+            dependencies: [
+                "LifeboatCore",
+                "StagingStore",
+                "LifeboatTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore"]),
+        .testTarget(
+            name: "StagingStoreTests",
+            dependencies: ["StagingStore", "LifeboatCore", "LifeboatTesting"]
+        ),
+        .testTarget(
+            name: "LifeboatCLITests",
+            dependencies: ["StagingStore", "LifeboatCore", "LifeboatTesting"]
+        ),
+    ]
+)
+
+// Strict settings for every Swift target, once.
+for target in package.targets where target.type != .system {
+    var settings = target.swiftSettings ?? []
+    settings.append(.enableUpcomingFeature("ExistentialAny"))
+    settings.append(.enableUpcomingFeature("MemberImportVisibility"))
+    settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
+    settings.append(.swiftLanguageMode(.v6))
+    target.swiftSettings = settings
+}

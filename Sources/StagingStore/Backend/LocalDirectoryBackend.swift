@@ -1,0 +1,302 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#endif
+public import LifeboatCore
+import SystemPackage
+
+/// A store in a local directory: `config`, `packs/xx/NAME`, `index/NAME`, `commits/NAME`, `pins/NAME`,
+/// `locks/`, `tmp/`. Writes go to `tmp/` and are renamed into place after fsync; `barrier()` fsyncs the
+/// directories that gained or lost names.
+public final class LocalDirectoryBackend: StoreBackend, @unchecked Sendable {
+    public let root: String
+    private let dirtyLock = PlainLock()
+    private var dirtyDirectories = Set<String>()
+
+    public init(root: String) {
+        var path = root
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        self.root = path
+    }
+
+    public var location: String { root }
+
+    /// Creates the directory layout. The directory must be absent or empty.
+    public func createLayout() throws {
+        if SystemCalls.exists(root) {
+            guard SystemCalls.isDirectory(root) else {
+                throw LifeboatError("store.exists", "\(root) exists and is not a directory")
+            }
+            let entries = try SystemCalls.listDirectory(root)
+            guard entries.isEmpty else {
+                throw LifeboatError(
+                    "store.exists",
+                    "\(root) is not empty: choose a new or empty directory for the store"
+                )
+            }
+        } else {
+            try SystemCalls.makeDirectory(root)
+        }
+        for sub in ["packs", "index", "commits", "pins", "locks", "tmp"] {
+            try SystemCalls.makeDirectory(root + "/" + sub)
+        }
+        try SystemCalls.fsyncDirectory(root)
+        try SystemCalls.fsyncDirectory(SystemCalls.parent(of: root))
+    }
+
+    func directory(_ kind: ObjectKind, _ name: String) -> String {
+        if kind == .pack {
+            return "\(root)/packs/\(name.prefix(2))"
+        }
+        return "\(root)/\(kind.rawValue)"
+    }
+
+    func path(_ kind: ObjectKind, _ name: String) -> String {
+        directory(kind, name) + "/" + name
+    }
+
+    private func markDirty(_ directory: String) {
+        dirtyLock.withLock { _ = dirtyDirectories.insert(directory) }
+    }
+
+    private func temporaryPath(_ name: String) -> String {
+        let suffix = SystemCalls.randomBytes(6).map { String($0, radix: 16) }.joined()
+        return "\(root)/tmp/\(name).\(getpid()).\(suffix)"
+    }
+
+    public func readConfig() throws -> [UInt8]? {
+        let path = root + "/config"
+        guard SystemCalls.exists(path) else { return nil }
+        return try SystemCalls.readFile(path)
+    }
+
+    public func writeConfig(_ bytes: [UInt8]) throws {
+        try SystemCalls.writeFileAtomically(root + "/config", bytes, mode: 0o600)
+    }
+
+    public func put(_ kind: ObjectKind, _ name: String, _ bytes: [UInt8]) throws {
+        let writer = try create(kind, name)
+        do {
+            try bytes.withUnsafeBytes { (buf) throws in try writer.append(buf) }
+            try writer.finish()
+        } catch {
+            writer.abort()
+            throw error
+        }
+    }
+
+    public func create(_ kind: ObjectKind, _ name: String) throws -> any ObjectWriter {
+        let dir = directory(kind, name)
+        if kind == .pack { try SystemCalls.makeDirectory(dir) }
+        if kind == .pack { markDirty(root + "/packs") }
+        let tmp = temporaryPath(name)
+        let fd = try SystemCalls.wrap("creating", path: tmp) {
+            try FileDescriptor.open(
+                FilePath(tmp),
+                .writeOnly,
+                options: [.create, .exclusiveCreate],
+                permissions: FilePermissions(rawValue: 0o600)
+            )
+        }
+        return LocalObjectWriter(fd: fd, temporaryPath: tmp, finalPath: dir + "/" + name) { [weak self] in
+            self?.markDirty(dir)
+        }
+    }
+
+    public func get(_ kind: ObjectKind, _ name: String) throws -> [UInt8] {
+        try SystemCalls.readFile(path(kind, name))
+    }
+
+    public func open(_ kind: ObjectKind, _ name: String) throws -> any ObjectReader {
+        let p = path(kind, name)
+        let fd = try SystemCalls.wrap("opening", path: p) { try FileDescriptor.open(FilePath(p), .readOnly) }
+        let size: Int64
+        do {
+            size = try SystemCalls.size(of: fd, path: p)
+        } catch {
+            try? fd.close()
+            throw error
+        }
+        return LocalObjectReader(fd: fd, path: p, size: size)
+    }
+
+    public func list(_ kind: ObjectKind) throws -> [String] {
+        let base = "\(root)/\(kind.rawValue)"
+        if kind == .pack {
+            var names: [String] = []
+            for shard in try SystemCalls.listDirectory(base) where shard.utf8.count == 2 {
+                names += try SystemCalls.listDirectory(base + "/" + shard).filter { !$0.contains(".") }
+            }
+            return names
+        }
+        return try SystemCalls.listDirectory(base).filter { !$0.contains(".") }
+    }
+
+    public func size(_ kind: ObjectKind, _ name: String) throws -> Int64 {
+        var st = stat()
+        let p = path(kind, name)
+        guard stat(p, &st) == 0 else {
+            throw SystemCalls.error(Errno(rawValue: errno), "inspecting", path: p)
+        }
+        return Int64(st.st_size)
+    }
+
+    public func delete(_ kind: ObjectKind, _ name: String) throws {
+        try SystemCalls.unlink(path(kind, name))
+        markDirty(directory(kind, name))
+    }
+
+    public func barrier() throws {
+        let dirs = dirtyLock.withLock { () -> [String] in
+            let d = Array(dirtyDirectories)
+            dirtyDirectories.removeAll()
+            return d
+        }
+        // Shard directories first, then their parents, so that new shards are durable too.
+        for dir in dirs.sorted(by: { $0.count > $1.count }) {
+            do {
+                try SystemCalls.fsyncDirectory(dir)
+            } catch {
+                dirtyLock.withLock { dirtyDirectories.formUnion(dirs) }
+                throw error
+            }
+        }
+    }
+
+    public func lock(_ name: String, _ mode: LockMode) throws -> any StoreLock {
+        let p = "\(root)/locks/\(name)"
+        let fd = Glibc.open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw SystemCalls.error(Errno(rawValue: errno), "opening lock", path: p)
+        }
+        let operation = (mode == .exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB
+        if flock(fd, operation) != 0 {
+            let e = errno
+            Glibc.close(fd)
+            if e == EWOULDBLOCK {
+                let what = name == "write" ? "another process is writing to it" : "another process is using it"
+                throw LifeboatError(
+                    "store.locked",
+                    "the store at \(root) is locked (\(what)); wait for it to finish or stop it, then retry"
+                )
+            }
+            throw SystemCalls.error(Errno(rawValue: e), "locking", path: p)
+        }
+        return LocalLock(fd: fd)
+    }
+
+    public func removeLeftovers() throws {
+        let tmp = root + "/tmp"
+        for name in try SystemCalls.listDirectory(tmp) {
+            try SystemCalls.unlink(tmp + "/" + name)
+        }
+        for name in try SystemCalls.listDirectory(root) where name.hasPrefix("config.tmp-") {
+            try SystemCalls.unlink(root + "/" + name)
+        }
+    }
+}
+
+final class LocalLock: StoreLock, @unchecked Sendable {
+    private let lock = PlainLock()
+    private var fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    func release() {
+        lock.withLock {
+            if fd >= 0 {
+                Glibc.close(fd)
+                fd = -1
+            }
+        }
+    }
+
+    deinit { release() }
+}
+
+final class LocalObjectReader: ObjectReader, @unchecked Sendable {
+    let fd: FileDescriptor
+    let path: String
+    let size: Int64
+
+    init(fd: FileDescriptor, path: String, size: Int64) {
+        self.fd = fd
+        self.path = path
+        self.size = size
+    }
+
+    func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try SystemCalls.preadFully(fd, into: buffer, at: offset, path: path)
+    }
+
+    deinit { try? fd.close() }
+}
+
+/// Buffers appends in 1 MiB, writes them, and on `finish()` syncs, renames into place, and marks the
+/// directory for the next barrier.
+final class LocalObjectWriter: ObjectWriter {
+    private let fd: FileDescriptor
+    private let temporaryPath: String
+    private let finalPath: String
+    private let onFinish: () -> Void
+    private var buffer: [UInt8] = []
+    private var flushedBytes: Int64 = 0
+    private var closed = false
+    private static let bufferCapacity = 1 << 20
+
+    init(fd: FileDescriptor, temporaryPath: String, finalPath: String, onFinish: @escaping () -> Void) {
+        self.fd = fd
+        self.temporaryPath = temporaryPath
+        self.finalPath = finalPath
+        self.onFinish = onFinish
+        buffer.reserveCapacity(Self.bufferCapacity)
+    }
+
+    var bytesWritten: Int64 { flushedBytes + Int64(buffer.count) }
+
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        if buffer.count + bytes.count > Self.bufferCapacity {
+            try flush()
+        }
+        if bytes.count >= Self.bufferCapacity {
+            try SystemCalls.pwriteFully(fd, bytes, at: flushedBytes, path: temporaryPath)
+            flushedBytes += Int64(bytes.count)
+        } else {
+            buffer.append(contentsOf: bytes)
+        }
+    }
+
+    private func flush() throws {
+        guard !buffer.isEmpty else { return }
+        try buffer.withUnsafeBytes { (buf) throws in
+            try SystemCalls.pwriteFully(fd, buf, at: flushedBytes, path: temporaryPath)
+        }
+        flushedBytes += Int64(buffer.count)
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    func finish() throws {
+        try flush()
+        try SystemCalls.fsync(fd, path: temporaryPath)
+        try? fd.close()
+        closed = true
+        try SystemCalls.rename(temporaryPath, finalPath)
+        onFinish()
+    }
+
+    func abort() {
+        if !closed {
+            try? fd.close()
+            closed = true
+        }
+        try? SystemCalls.unlink(temporaryPath)
+    }
+
+    deinit {
+        if !closed {
+            try? fd.close()
+            try? SystemCalls.unlink(temporaryPath)
+        }
+    }
+}

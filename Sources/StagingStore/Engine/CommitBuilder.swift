@@ -1,0 +1,310 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import Dispatch
+public import LifeboatCore
+import SystemPackage
+
+/// Builds one commit of one machine: the changed state of some of its volumes, made durable and visible
+/// all at once by `commit()`. Volumes the commit does not touch keep their state from the parent commit.
+///
+/// Two ways to feed it: `scan(volume:path:)` reads a whole image or block device and stores only the
+/// 4 KiB blocks that differ from the parent (agentless ingest, rescans); `write(volume:offset:bytes:)`
+/// takes changed extents as a change tracker reports them.
+public final class CommitBuilder: @unchecked Sendable {
+    let store: Store
+    public let machine: String
+    public let parent: CommitRecord?
+    private var volumes: [String: VolumeState]
+    private var volumeOrder: [String]
+    /// Leaves changed in this commit, per volume, by leaf index.
+    private var dirtyLeaves: [String: [Int: [SegmentEntry]]] = [:]
+    /// Extents written but not yet folded into segments: per volume, per segment index, content and mask.
+    private var pendingSegments: [String: [Int: [UInt8]]] = [:]
+    private var pendingBytes = 0
+    private let counters = PlainLock()
+    private var changedBytes: UInt64 = 0
+    private var storedBytes: UInt64 = 0
+    private var finished = false
+    private let pool = WorkspacePool()
+
+    /// Pending extents are folded into the map once they exceed this many bytes, bounding memory.
+    static let pendingLimit = 128 << 20
+
+    init(store: Store, machine: String, parent: CommitRecord?) {
+        self.store = store
+        self.machine = machine
+        self.parent = parent
+        var vols: [String: VolumeState] = [:]
+        for v in parent?.volumes ?? [] { vols[v.name] = v }
+        self.volumes = vols
+        self.volumeOrder = parent?.volumes.map(\.name) ?? []
+    }
+
+    private var tree: VolumeTree { VolumeTree(blobs: store.blobs, cipher: store.cipher) }
+    private var segments: SegmentBuilder { SegmentBuilder(blobs: store.blobs, cipher: store.cipher) }
+
+    /// The current size of a volume in this commit (nil if the machine has no such volume yet).
+    public func size(of volume: String) -> Int64? { volumes[volume]?.size }
+
+    /// Sets a volume's size, creating the volume if needed. Growing is allowed; shrinking is rejected.
+    public func setSize(volume: String, size: Int64) throws {
+        try Names.validate(volume, kind: "volume")
+        guard size >= 0 else { throw LifeboatError("store.bad-size", "volume size must not be negative") }
+        if let current = volumes[volume] {
+            guard size >= current.size else {
+                throw LifeboatError(
+                    "store.volume-shrank",
+                    "volume '\(volume)' of machine '\(machine)' shrank from \(current.size) to \(size) bytes; "
+                        + "a volume may only grow: protect the smaller disk as a new volume instead"
+                )
+            }
+            volumes[volume]!.size = size
+        } else {
+            volumes[volume] = VolumeState(name: volume, size: size, height: 0, root: nil)
+            volumeOrder.append(volume)
+        }
+    }
+
+    // MARK: Scanning a whole image
+
+    /// Reads an image file or block device as the new state of `volume` and stores what differs.
+    public func scan(volume: String, path: String) throws {
+        try checkOpen()
+        try Names.validate(volume, kind: "volume")
+        let fd = try SystemCalls.wrap("opening", path: path) { try FileDescriptor.open(FilePath(path), .readOnly) }
+        defer { try? fd.close() }
+        let newSize = try SystemCalls.size(of: fd, path: path)
+        try foldPending(volume: volume)
+        try setSize(volume: volume, size: newSize)
+        let state = volumes[volume]!
+        var leaves = try currentLeafIDs(volume)
+        let dirty = dirtyLeaves[volume] ?? [:]
+        let leafCount = leaves.count
+        let results = ParallelSlots<BlobID?>(count: leafCount, initial: nil)
+        let changed = ParallelSlots<Bool>(count: leafCount, initial: false)
+        let oldLeaves = leaves
+        let span = StoreFormat.leafSpan
+
+        try parallelForEach(leafCount) { leafIndex in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: span, alignment: 4096)
+            defer { buffer.deallocate() }
+                try pool.withWorkspace { (ws) throws in
+                    let offset = Int64(leafIndex) * Int64(span)
+                    let n = try SystemCalls.preadFully(fd, into: buffer, at: offset, path: path)
+                    if n < span {
+                        UnsafeMutableRawBufferPointer(rebasing: buffer[n...]).initializeMemory(as: UInt8.self, repeating: 0)
+                    }
+                    let old = try dirty[leafIndex] ?? tree.loadLeaf(oldLeaves[leafIndex])
+                    var entries = old
+                    var changedBlocks = 0
+                    var stored = 0
+                    for s in 0..<StoreFormat.segmentsPerLeaf {
+                        let segmentOffset = offset + Int64(s * StoreFormat.segmentSize)
+                        if segmentOffset >= newSize {
+                            entries[s] = .hole
+                            continue
+                        }
+                        let content = UnsafeRawBufferPointer(
+                            rebasing: buffer[(s * StoreFormat.segmentSize)..<((s + 1) * StoreFormat.segmentSize)]
+                        )
+                        let built: BuiltSegment
+                        do {
+                            built = try segments.build(old: old[s], new: content, workspace: ws)
+                        } catch let error as LifeboatError {
+                            throw LifeboatError(
+                                error.code,
+                                "machine '\(machine)' volume '\(volume)' at offset \(segmentOffset): \(error.message)",
+                                cause: error.cause
+                            )
+                        }
+                        entries[s] = built.entry
+                        changedBlocks += built.changedBlocks
+                        stored += built.storedBytes
+                    }
+                    if entries != old || dirty[leafIndex] != nil {
+                        if entries.allSatisfy({ $0 == .hole }) {
+                            results[leafIndex] = nil
+                        } else {
+                            let (id, n) = try tree.storeNode(.leaf(entries), workspace: ws)
+                            results[leafIndex] = id
+                            stored += n
+                        }
+                        changed[leafIndex] = true
+                    }
+                    counters.withLock {
+                        changedBytes += UInt64(changedBlocks * StoreFormat.blockSize)
+                        storedBytes += UInt64(stored)
+                    }
+                }
+        }
+        for i in 0..<leafCount where changed[i] { leaves[i] = results[i] }
+        dirtyLeaves[volume] = nil
+        try finishVolume(volume, leaves: leaves, size: state.size)
+    }
+
+    // MARK: Writing extents
+
+    /// Records changed bytes of a volume. `offset` and the length must be multiples of 4 KiB, except that
+    /// the last extent may end at the volume's size.
+    public func write(volume: String, offset: Int64, bytes: UnsafeRawBufferPointer) throws {
+        try checkOpen()
+        guard let state = volumes[volume] else {
+            throw LifeboatError("store.unknown-volume", "volume '\(volume)' of machine '\(machine)' has no size yet: call setSize first")
+        }
+        let bs = Int64(StoreFormat.blockSize)
+        let end = offset + Int64(bytes.count)
+        guard offset >= 0, offset % bs == 0, bytes.count % StoreFormat.blockSize == 0 || end == state.size else {
+            throw LifeboatError(
+                "store.misaligned",
+                "extent at \(offset) of \(bytes.count) bytes is not aligned to \(bs)-byte blocks"
+            )
+        }
+        guard end <= state.size else {
+            throw LifeboatError(
+                "store.beyond-end",
+                "extent \(offset)..<\(end) is beyond the end of volume '\(volume)' (\(state.size) bytes)"
+            )
+        }
+        let seg = Int64(StoreFormat.segmentSize)
+        var position = offset
+        while position < end {
+            let index = Int(position / seg)
+            let within = Int(position % seg)
+            let count = Int(min(end - position, seg - Int64(within)))
+            if pendingSegments[volume]?[index] == nil {
+                pendingSegments[volume, default: [:]][index] = try currentContent(volume: volume, segment: index)
+                pendingBytes += StoreFormat.segmentSize
+            }
+            pendingSegments[volume]![index]!.withUnsafeMutableBytes { dst in
+                dst.baseAddress!.advanced(by: within)
+                    .copyMemory(from: bytes.baseAddress!.advanced(by: Int(position - offset)), byteCount: count)
+            }
+            position += Int64(count)
+        }
+        if pendingBytes > Self.pendingLimit { try foldPending(volume: nil) }
+    }
+
+    /// The content of a segment as this commit currently has it.
+    private func currentContent(volume: String, segment index: Int) throws -> [UInt8] {
+        let leafIndex = index / StoreFormat.segmentsPerLeaf
+        let entry: SegmentEntry
+        if let leaf = dirtyLeaves[volume]?[leafIndex] {
+            entry = leaf[index % StoreFormat.segmentsPerLeaf]
+        } else {
+            let leaves = try currentLeafIDs(volume)
+            let leaf = try tree.loadLeaf(leafIndex < leaves.count ? leaves[leafIndex] : nil)
+            entry = leaf[index % StoreFormat.segmentsPerLeaf]
+        }
+        var content = [UInt8](repeating: 0, count: StoreFormat.segmentSize)
+        try pool.withWorkspace { (ws) throws in
+            try content.withUnsafeMutableBytes { (buf) throws in
+                try segments.loadContent(of: entry, into: buf, workspace: ws)
+            }
+        }
+        return content
+    }
+
+    private var leafCache: [String: [BlobID?]] = [:]
+
+    private func currentLeafIDs(_ volume: String) throws -> [BlobID?] {
+        let state = volumes[volume]!
+        if let cached = leafCache[volume] {
+            let needed = Int((state.size + Int64(StoreFormat.leafSpan) - 1) / Int64(StoreFormat.leafSpan))
+            return cached + Array(repeating: nil, count: max(0, needed - cached.count))
+        }
+        let original = parent?.volumes.first { $0.name == volume }
+        var ids = try tree.leafIDs(root: original?.root, height: original?.height ?? 0, size: original?.size ?? 0)
+        let needed = Int((state.size + Int64(StoreFormat.leafSpan) - 1) / Int64(StoreFormat.leafSpan))
+        while ids.count < needed { ids.append(nil) }
+        return ids
+    }
+
+    /// Folds pending extents into dirty leaves (storing their chunks) and makes the chunks readable.
+    private func foldPending(volume only: String?) throws {
+        for (volume, pending) in pendingSegments where only == nil || only == volume {
+            let leaves = try currentLeafIDs(volume)
+            try pool.withWorkspace { (ws) throws in
+                for (index, content) in pending {
+                    let leafIndex = index / StoreFormat.segmentsPerLeaf
+                    var leaf = try dirtyLeaves[volume]?[leafIndex] ?? tree.loadLeaf(leafIndex < leaves.count ? leaves[leafIndex] : nil)
+                    let s = index % StoreFormat.segmentsPerLeaf
+                    let built = try content.withUnsafeBytes { (buf) throws in
+                        try segments.build(old: leaf[s], new: buf, workspace: ws)
+                    }
+                    leaf[s] = built.entry
+                    dirtyLeaves[volume, default: [:]][leafIndex] = leaf
+                    changedBytes += UInt64(built.changedBlocks * StoreFormat.blockSize)
+                    storedBytes += UInt64(built.storedBytes)
+                }
+            }
+            pendingBytes -= pending.count * StoreFormat.segmentSize
+            pendingSegments[volume] = nil
+        }
+        try store.blobs.flushPack()
+    }
+
+    private func finishVolume(_ volume: String, leaves: [BlobID?], size: Int64) throws {
+        let (root, height, stored) = try pool.withWorkspace { (ws) throws in
+            try tree.build(leaves: leaves, size: size, workspace: ws)
+        }
+        storedBytes += UInt64(stored)
+        volumes[volume]!.root = root
+        volumes[volume]!.height = height
+        leafCache[volume] = leaves
+    }
+
+    // MARK: Committing
+
+    private func checkOpen() throws {
+        guard !finished else { throw LifeboatError("store.commit-finished", "this commit was already finished") }
+    }
+
+    /// Makes the commit durable and visible. Returns only after everything it refers to is on stable storage.
+    public func commit() throws -> CommitRecord {
+        try checkOpen()
+        do {
+            try foldPending(volume: nil)
+            for (volume, dirty) in dirtyLeaves {
+                var leaves = try currentLeafIDs(volume)
+                try pool.withWorkspace { (ws) throws in
+                    for (index, entries) in dirty {
+                        if entries.allSatisfy({ $0 == .hole }) {
+                            leaves[index] = nil
+                        } else {
+                            let (id, n) = try tree.storeNode(.leaf(entries), workspace: ws)
+                            leaves[index] = id
+                            storedBytes += UInt64(n)
+                        }
+                    }
+                }
+                try finishVolume(volume, leaves: leaves, size: volumes[volume]!.size)
+            }
+            dirtyLeaves = [:]
+            // Volumes that only grew still need a tree of the right height.
+            for name in volumeOrder where volumes[name]!.height != StoreFormat.height(for: max(volumes[name]!.size, 1)) {
+                try finishVolume(name, leaves: try currentLeafIDs(name), size: volumes[name]!.size)
+            }
+            let record = try store.finishCommit(
+                machine: machine,
+                parent: parent,
+                volumes: volumeOrder.map { volumes[$0]! },
+                changedBytes: changedBytes,
+                storedBytes: storedBytes
+            )
+            finished = true
+            return record
+        } catch {
+            abandon()
+            throw error
+        }
+    }
+
+    /// Drops the commit; nothing of it becomes visible.
+    public func abandon() {
+        guard !finished else { return }
+        finished = true
+        store.blobs.abandonCommit()
+        store.endCommit()
+    }
+}

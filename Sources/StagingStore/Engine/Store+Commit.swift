@@ -1,0 +1,82 @@
+public import LifeboatCore
+import Logging
+
+extension Store {
+    /// Starts a commit for a machine. One commit at a time per store; finish it with `commit()` or `abandon()`.
+    public func beginCommit(machine: String) throws -> CommitBuilder {
+        try requireWrite()
+        try Names.validate(machine, kind: "machine")
+        let busy = stateLock.withLock { () -> Bool in
+            if commitInProgress { return true }
+            commitInProgress = true
+            return false
+        }
+        guard !busy else {
+            throw LifeboatError("store.commit-in-progress", "another commit is in progress in this store")
+        }
+        return CommitBuilder(store: self, machine: machine, parent: latest(machine: machine))
+    }
+
+    /// Convenience: one commit that takes each file as the new state of the named volume.
+    public func ingest(machine: String, volumes: [(name: String, path: String)]) throws -> CommitRecord {
+        var seen = Set<String>()
+        for v in volumes where !seen.insert(v.name).inserted {
+            throw LifeboatError("store.duplicate-volume", "volume '\(v.name)' is given twice")
+        }
+        let builder = try beginCommit(machine: machine)
+        do {
+            for v in volumes { try builder.scan(volume: v.name, path: v.path) }
+            return try builder.commit()
+        } catch {
+            builder.abandon()
+            throw error
+        }
+    }
+
+    func endCommit() {
+        stateLock.withLock { commitInProgress = false }
+    }
+
+    /// Writes the index file and then the commit record, each made durable before the next step.
+    func finishCommit(
+        machine: String,
+        parent: CommitRecord?,
+        volumes: [VolumeState],
+        changedBytes: UInt64,
+        storedBytes: UInt64
+    ) throws -> CommitRecord {
+        defer { endCommit() }
+        let written = try blobs.sealCommit()
+        if !written.isEmpty {
+            let name = hexString(SystemCalls.randomBytes(16))
+            let plain = IndexFormat.encode(written)
+            try backend.put(.index, name, try cipher.seal(plain, kind: .indexFile, context: Array(name.utf8)))
+            stateLock.withLock { indexFileNames.append(name) }
+        }
+        // Packs and the index file reach stable storage before the commit that refers to them.
+        try backend.barrier()
+        var now = clock.now()
+        if let parent, now <= parent.time { now = Timestamp(nanoseconds: parent.time.nanoseconds + 1) }
+        let record = CommitRecord(
+            id: PointID.random(),
+            machine: machine,
+            sequence: (parent?.sequence ?? 0) + 1,
+            time: now,
+            parent: parent?.id,
+            volumes: volumes,
+            changedBytes: changedBytes,
+            storedBytes: storedBytes
+        )
+        let name = record.id.description
+        try backend.put(.commit, name, try cipher.seal(record.encoded(), kind: .commit, context: Array(name.utf8)))
+        try backend.barrier()
+        recordCommit(record)
+        logger.info(
+            "commit",
+            metadata: [
+                "machine": "\(machine)", "point": "\(name)", "changed": "\(changedBytes)", "stored": "\(storedBytes)",
+            ]
+        )
+        return record
+    }
+}
