@@ -3,7 +3,7 @@
 #elseif canImport(Musl)
 @preconcurrency import Musl
 #endif
-public import LifeboatCore
+import LifeboatCore
 import SystemPackage
 
 /// A store in a local directory: `config`, `packs/xx/NAME`, `index/NAME`, `commits/NAME`, `pins/NAME`,

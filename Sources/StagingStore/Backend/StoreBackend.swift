@@ -1,4 +1,4 @@
-public import LifeboatCore
+import LifeboatCore
 
 /// The kinds of object a store keeps. Each kind is a namespace of opaque hex names.
 public enum ObjectKind: String, Sendable, CaseIterable {

@@ -4,7 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Crypto
-public import LifeboatCore
+import LifeboatCore
 
 /// What a blob is, bound into its authentication so that blobs cannot be swapped between roles.
 public enum BlobKind: UInt8, Sendable {

@@ -8,7 +8,7 @@ import Foundation
 #endif
 import Crypto
 import CryptoExtras
-public import LifeboatCore
+import LifeboatCore
 
 /// Where the master key comes from.
 public enum MasterKeySource: Sendable {

@@ -2,7 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import Dispatch
-public import LifeboatCore
+import LifeboatCore
 import SystemPackage
 
 /// Builds one commit of one machine: the changed state of some of its volumes, made durable and visible

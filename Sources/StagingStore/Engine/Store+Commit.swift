@@ -1,4 +1,4 @@
-public import LifeboatCore
+import LifeboatCore
 import Logging
 
 extension Store {

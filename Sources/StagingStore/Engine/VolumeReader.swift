@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
-public import LifeboatCore
+import LifeboatCore
 import SystemPackage
 
 /// Reads one volume as it was at one recovery point: any byte range, with memory bounded by small caches

@@ -3,8 +3,8 @@
 #elseif canImport(Musl)
 @preconcurrency import Musl
 #endif
-public import LifeboatCore
-public import SystemPackage
+import LifeboatCore
+import SystemPackage
 
 /// One place that turns errno from a system call into an error a person can act on.
 enum SystemCalls {
