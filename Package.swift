@@ -72,5 +72,9 @@ for target in package.targets where target.type != .system {
     settings.append(.enableUpcomingFeature("MemberImportVisibility"))
     settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
     settings.append(.swiftLanguageMode(.v6))
+    // The test script sets LIFEBOAT_WERROR=1: our own targets build warning-free (dependencies are not affected).
+    if Context.environment["LIFEBOAT_WERROR"] == "1" {
+        settings.append(.unsafeFlags(["-warnings-as-errors"]))
+    }
     target.swiftSettings = settings
 }

@@ -237,6 +237,50 @@ struct CLITests {
         #expect(try Self.same("\(dir)/out2.raw", "\(dir)/b.img"))
     }
 
+    /// Prune through the CLI: dry run changes nothing, a pin protects its point, space comes back.
+    @Test func pruneHonoursPinsAndReclaimsSpace() throws {
+        let dir = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = ["--store", "\(dir)/store", "--key-file", "\(dir)/key"]
+        #expect(try Self.lifeboat(["store", "init"] + store).status == 0)
+        var points: [String] = []
+        for seed in 10..<14 {
+            try Self.writeRandomImage("\(dir)/disk.img", size: 4 << 20, seed: UInt64(seed))
+            try FileManager.default.copyItem(atPath: "\(dir)/disk.img", toPath: "\(dir)/state\(seed).img")
+            let r = try Self.lifeboat(["store", "ingest", "--json"] + store + ["--machine", "m", "--volume", "v", "\(dir)/disk.img"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let id = try #require(r.stdout.components(separatedBy: "\"point\":\"").last?.prefix(16))
+            points.append(String(id))
+        }
+        // One rule, one day bucket: the policy keeps the first point of the day and the newest.
+        let policy = ["--keep-all-minutes", "0", "--rule", "DAY:1:7"]
+        #expect(try Self.lifeboat(["store", "pin"] + store + ["--machine", "m", "--point", points[1], "--holder", "drill-1"]).status == 0)
+        let dry = try Self.lifeboat(["store", "prune", "--dry-run"] + store + policy)
+        #expect(dry.status == 0, "\(dry.stderr)")
+        #expect(dry.stdout.contains("would remove 1 point(s)"), "\(dry.stdout)")
+        let before = try Self.lifeboat(["store", "stats", "--json"] + store).stdout
+        let prune = try Self.lifeboat(["store", "prune"] + store + policy)
+        #expect(prune.status == 0, "\(prune.stderr)")
+        #expect(prune.stdout.contains("removed 1 point(s)"))
+        #expect(prune.stdout.contains(points[2]))
+        let after = try Self.lifeboat(["store", "stats", "--json"] + store).stdout
+        func packBytes(_ json: String) -> Int {
+            Int(json.components(separatedBy: "\"pack_bytes\":").last!.prefix { $0.isNumber }) ?? -1
+        }
+        #expect(packBytes(after) < packBytes(before) - (2 << 20), "\(before) → \(after)")
+        for (i, point) in points.enumerated() where i != 2 {
+            let e = try Self.lifeboat(["store", "export"] + store + ["--machine", "m", "--volume", "v", "--point", point, "--output", "\(dir)/out.raw"])
+            #expect(e.status == 0, "\(e.stderr)")
+            #expect(try Self.same("\(dir)/out.raw", "\(dir)/state\(10 + i).img"))
+        }
+        #expect(try Self.lifeboat(["store", "verify"] + store).status == 0)
+        // Unpinned, the pinned point goes at the next prune.
+        #expect(try Self.lifeboat(["store", "unpin"] + store + ["--machine", "m", "--point", points[1], "--holder", "drill-1"]).status == 0)
+        let second = try Self.lifeboat(["store", "prune"] + store + policy)
+        #expect(second.stdout.contains("removed 1 point(s)"), "\(second.stdout)")
+        #expect(second.stdout.contains(points[1]))
+    }
+
     /// SIGKILL at random moments during ingest (the long version is `scripts/crash-loop`, 50+ kills).
     @Test func killedIngestLosesNoAcknowledgedCommit() throws {
         let result = try Self.run(

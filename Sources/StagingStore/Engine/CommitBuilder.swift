@@ -205,18 +205,21 @@ public final class CommitBuilder: @unchecked Sendable {
         return content
     }
 
+    /// Leaf ids per volume as this commit has them so far (the parent's, until a volume is rebuilt).
     private var leafCache: [String: [BlobID?]] = [:]
 
     private func currentLeafIDs(_ volume: String) throws -> [BlobID?] {
         let state = volumes[volume]!
-        if let cached = leafCache[volume] {
-            let needed = Int((state.size + Int64(StoreFormat.leafSpan) - 1) / Int64(StoreFormat.leafSpan))
-            return cached + Array(repeating: nil, count: max(0, needed - cached.count))
-        }
-        let original = parent?.volumes.first { $0.name == volume }
-        var ids = try tree.leafIDs(root: original?.root, height: original?.height ?? 0, size: original?.size ?? 0)
         let needed = Int((state.size + Int64(StoreFormat.leafSpan) - 1) / Int64(StoreFormat.leafSpan))
-        while ids.count < needed { ids.append(nil) }
+        var ids: [BlobID?]
+        if let cached = leafCache[volume] {
+            ids = cached
+        } else {
+            let original = parent?.volumes.first { $0.name == volume }
+            ids = try tree.leafIDs(root: original?.root, height: original?.height ?? 0, size: original?.size ?? 0)
+            leafCache[volume] = ids
+        }
+        if ids.count < needed { ids.append(contentsOf: repeatElement(nil, count: needed - ids.count)) }
         return ids
     }
 
