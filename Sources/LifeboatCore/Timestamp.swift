@@ -82,6 +82,9 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
             return nil
         }
         guard i == b.count else { return nil }
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+        let monthDays: [Int64] = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        guard d <= monthDays[Int(mo) - 1] else { return nil }
         let days = days(fromCivil: y, mo, d)
         let secs = days * 86400 + h * 3600 + mi * 60 + s - offset
         self.nanoseconds = secs * 1_000_000_000 + nanos

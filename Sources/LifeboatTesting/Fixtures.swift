@@ -3,7 +3,7 @@
 #elseif canImport(Musl)
 @preconcurrency import Musl
 #endif
-public import LifeboatCore
+import LifeboatCore
 
 // Fixtures shared by tests and benchmarks: temporary directories, deterministic data and images, and small
 // file-level tools (flip a byte, truncate, sum a directory) for damaging and measuring stores.
@@ -149,8 +149,8 @@ public enum FileTools {
     }
 
     /// Writes a whole file (created or truncated).
-    public static func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
-        let fd = try openFD(path, O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
+    public static func write(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o644) throws {
+        let fd = try openFD(path, O_WRONLY | O_CREAT | O_TRUNC, mode: mode_t(mode))
         defer { Glibc.close(fd) }
         try writeAll(fd, bytes, at: 0, path: path)
     }
@@ -218,14 +218,14 @@ public enum FileTools {
     }
 
     /// The permission bits of a file.
-    public static func mode(_ path: String) throws -> mode_t {
+    public static func mode(_ path: String) throws -> UInt32 {
         var st = stat()
         guard stat(path, &st) == 0 else { throw failure("inspecting", path) }
-        return st.st_mode & 0o7777
+        return UInt32(st.st_mode & 0o7777)
     }
 
-    public static func chmod(_ path: String, _ mode: mode_t) throws {
-        guard Glibc.chmod(path, mode) == 0 else { throw failure("chmod", path) }
+    public static func chmod(_ path: String, _ mode: UInt32) throws {
+        guard Glibc.chmod(path, mode_t(mode)) == 0 else { throw failure("chmod", path) }
     }
 
     /// Sets a file's size with ftruncate: growing makes a sparse hole, shrinking cuts the end.
@@ -315,7 +315,16 @@ public enum FileTools {
         guard hay.count >= needle.count else { return false }
         return hay.withUnsafeBytes { h in
             needle.withUnsafeBytes { n in
-                memmem(h.baseAddress!, h.count, n.baseAddress!, n.count) != nil
+                let first = Int32(n[0])
+                var start = 0
+                let last = h.count - n.count
+                while start <= last {
+                    guard let hit = memchr(h.baseAddress! + start, first, last - start + 1) else { return false }
+                    let at = UnsafeRawPointer(hit) - h.baseAddress!
+                    if memcmp(h.baseAddress! + at, n.baseAddress!, n.count) == 0 { return true }
+                    start = at + 1
+                }
+                return false
             }
         }
     }

@@ -45,6 +45,21 @@ public final class LocalDirectoryBackend: StoreBackend, @unchecked Sendable {
         try SystemCalls.fsyncDirectory(SystemCalls.parent(of: root))
     }
 
+    /// Undoes `createLayout` after a failed create: removes the (empty) subdirectories, and the root if
+    /// this create made it.
+    func removeEmptyLayout(removeRoot: Bool) {
+        for sub in ["packs", "index", "commits", "pins", "locks", "tmp"] {
+            for name in (try? SystemCalls.listDirectory(root + "/" + sub)) ?? [] {
+                try? SystemCalls.unlink(root + "/" + sub + "/" + name)
+            }
+            rmdir(root + "/" + sub)
+        }
+        for name in (try? SystemCalls.listDirectory(root)) ?? [] where name.hasPrefix("config") {
+            try? SystemCalls.unlink(root + "/" + name)
+        }
+        if removeRoot { rmdir(root) }
+    }
+
     func directory(_ kind: ObjectKind, _ name: String) -> String {
         if kind == .pack {
             return "\(root)/packs/\(name.prefix(2))"

@@ -23,7 +23,6 @@ public final class CommitBuilder: @unchecked Sendable {
     private var pendingSegments: [String: [Int: [UInt8]]] = [:]
     private var pendingBytes = 0
     private let counters = PlainLock()
-    private var changedBytes: UInt64 = 0
     private var storedBytes: UInt64 = 0
     private var finished = false
     private let pool = WorkspacePool()
@@ -50,7 +49,12 @@ public final class CommitBuilder: @unchecked Sendable {
     /// Sets a volume's size, creating the volume if needed. Growing is allowed; shrinking is rejected.
     public func setSize(volume: String, size: Int64) throws {
         try Names.validate(volume, kind: "volume")
-        guard size >= 0 else { throw LifeboatError("store.bad-size", "volume size must not be negative") }
+        guard size >= 0, size <= StoreFormat.maxVolumeSize else {
+            throw LifeboatError(
+                "store.bad-size",
+                "volume size \(size) is out of range: volumes of 0 bytes to 1 PiB are supported"
+            )
+        }
         if let current = volumes[volume] {
             guard size >= current.size else {
                 throw LifeboatError(
@@ -97,7 +101,6 @@ public final class CommitBuilder: @unchecked Sendable {
                     }
                     let old = try dirty[leafIndex] ?? tree.loadLeaf(oldLeaves[leafIndex])
                     var entries = old
-                    var changedBlocks = 0
                     var stored = 0
                     for s in 0..<StoreFormat.segmentsPerLeaf {
                         let segmentOffset = offset + Int64(s * StoreFormat.segmentSize)
@@ -119,7 +122,13 @@ public final class CommitBuilder: @unchecked Sendable {
                             )
                         }
                         entries[s] = built.entry
-                        changedBlocks += built.changedBlocks
+                        try account(
+                            volume: volume,
+                            segment: leafIndex * StoreFormat.segmentsPerLeaf + s,
+                            maskAgainstOld: built.changedMask,
+                            content: content,
+                            workspace: ws
+                        )
                         stored += built.storedBytes
                     }
                     if entries != old || dirty[leafIndex] != nil {
@@ -132,15 +141,61 @@ public final class CommitBuilder: @unchecked Sendable {
                         }
                         changed[leafIndex] = true
                     }
-                    counters.withLock {
-                        changedBytes += UInt64(changedBlocks * StoreFormat.blockSize)
-                        storedBytes += UInt64(stored)
-                    }
+                    counters.withLock { storedBytes += UInt64(stored) }
                 }
         }
         for i in 0..<leafCount where changed[i] { leaves[i] = results[i] }
         dirtyLeaves[volume] = nil
         try finishVolume(volume, leaves: leaves, size: state.size)
+        // What this scan stored must be readable by later steps of the same commit.
+        try store.blobs.flushPack()
+    }
+
+    // MARK: Accounting against the parent
+
+    /// Per volume and segment: which blocks differ from the parent commit.
+    private var changedAgainstParent: [String: [Int: UInt16]] = [:]
+    private var parentLeafCache: [String: [BlobID?]] = [:]
+    private var parentLeaves: [BlobID: [SegmentEntry]] = [:]
+
+    /// Records which blocks of a segment now differ from the parent commit. `maskAgainstOld` is relative to
+    /// the content the segment had before this step; when an earlier step of this commit already changed
+    /// the segment, the new content is compared with the parent's instead, so nothing is counted twice.
+    private func account(
+        volume: String,
+        segment: Int,
+        maskAgainstOld: UInt16,
+        content: UnsafeRawBufferPointer,
+        workspace ws: SegmentWorkspace
+    ) throws {
+        guard maskAgainstOld != 0 else { return }
+        let touchedBefore = counters.withLock { changedAgainstParent[volume]?[segment] != nil }
+        var mask = maskAgainstOld
+        if touchedBefore {
+            let entry = try parentEntry(volume: volume, segment: segment)
+            try segments.loadContent(of: entry, into: ws.oldContent, workspace: ws)
+            mask = blockDifferences(content, UnsafeRawBufferPointer(ws.oldContent))
+        }
+        counters.withLock { changedAgainstParent[volume, default: [:]][segment] = mask }
+    }
+
+    private func parentEntry(volume: String, segment: Int) throws -> SegmentEntry {
+        let leafIndex = segment / StoreFormat.segmentsPerLeaf
+        let ids = try counters.withLock { () throws -> [BlobID?] in
+            if let ids = parentLeafCache[volume] { return ids }
+            let original = parent?.volumes.first { $0.name == volume }
+            let ids = try tree.leafIDs(root: original?.root, height: original?.height ?? 0, size: original?.size ?? 0)
+            parentLeafCache[volume] = ids
+            return ids
+        }
+        guard leafIndex < ids.count, let id = ids[leafIndex] else { return .hole }
+        if let leaf = counters.withLock({ parentLeaves[id] }) { return leaf[segment % StoreFormat.segmentsPerLeaf] }
+        let leaf = try tree.loadLeaf(id)
+        counters.withLock {
+            if parentLeaves.count > 64 { parentLeaves.removeAll() }
+            parentLeaves[id] = leaf
+        }
+        return leaf[segment % StoreFormat.segmentsPerLeaf]
     }
 
     // MARK: Writing extents
@@ -153,19 +208,19 @@ public final class CommitBuilder: @unchecked Sendable {
             throw LifeboatError("store.unknown-volume", "volume '\(volume)' of machine '\(machine)' has no size yet: call setSize first")
         }
         let bs = Int64(StoreFormat.blockSize)
-        let end = offset + Int64(bytes.count)
-        guard offset >= 0, offset % bs == 0, bytes.count % StoreFormat.blockSize == 0 || end == state.size else {
-            throw LifeboatError(
-                "store.misaligned",
-                "extent at \(offset) of \(bytes.count) bytes is not aligned to \(bs)-byte blocks"
-            )
-        }
-        guard end <= state.size else {
+        let misaligned = LifeboatError(
+            "store.misaligned",
+            "extent at \(offset) of \(bytes.count) bytes is not aligned to \(bs)-byte blocks"
+        )
+        guard offset >= 0, offset % bs == 0 else { throw misaligned }
+        guard offset <= state.size, Int64(bytes.count) <= state.size - offset else {
             throw LifeboatError(
                 "store.beyond-end",
-                "extent \(offset)..<\(end) is beyond the end of volume '\(volume)' (\(state.size) bytes)"
+                "extent at \(offset) of \(bytes.count) bytes is beyond the end of volume '\(volume)' (\(state.size) bytes)"
             )
         }
+        let end = offset + Int64(bytes.count)
+        guard bytes.count % StoreFormat.blockSize == 0 || end == state.size else { throw misaligned }
         let seg = Int64(StoreFormat.segmentSize)
         var position = offset
         while position < end {
@@ -233,11 +288,12 @@ public final class CommitBuilder: @unchecked Sendable {
                     var leaf = try dirtyLeaves[volume]?[leafIndex] ?? tree.loadLeaf(leafIndex < leaves.count ? leaves[leafIndex] : nil)
                     let s = index % StoreFormat.segmentsPerLeaf
                     let built = try content.withUnsafeBytes { (buf) throws in
-                        try segments.build(old: leaf[s], new: buf, workspace: ws)
+                        let built = try segments.build(old: leaf[s], new: buf, workspace: ws)
+                        try account(volume: volume, segment: index, maskAgainstOld: built.changedMask, content: buf, workspace: ws)
+                        return built
                     }
                     leaf[s] = built.entry
                     dirtyLeaves[volume, default: [:]][leafIndex] = leaf
-                    changedBytes += UInt64(built.changedBlocks * StoreFormat.blockSize)
                     storedBytes += UInt64(built.storedBytes)
                 }
             }
@@ -287,6 +343,9 @@ public final class CommitBuilder: @unchecked Sendable {
             // Volumes that only grew still need a tree of the right height.
             for name in volumeOrder where volumes[name]!.height != StoreFormat.height(for: max(volumes[name]!.size, 1)) {
                 try finishVolume(name, leaves: try currentLeafIDs(name), size: volumes[name]!.size)
+            }
+            let changedBytes = changedAgainstParent.values.reduce(UInt64(0)) { total, masks in
+                masks.values.reduce(total) { $0 + UInt64($1.nonzeroBitCount * StoreFormat.blockSize) }
             }
             let record = try store.finishCommit(
                 machine: machine,

@@ -29,7 +29,8 @@ final class WorkspacePool: @unchecked Sendable {
 /// The result of building one segment.
 struct BuiltSegment {
     var entry: SegmentEntry
-    var changedBlocks: Int
+    /// Bit b set: block b differs from the old entry's content.
+    var changedMask: UInt16
     var storedBytes: Int
 }
 
@@ -50,10 +51,10 @@ struct SegmentBuilder {
     ) throws -> BuiltSegment {
         precondition(content.count == StoreFormat.segmentSize)
         let newIsZero = isAllZero(content)
-        if newIsZero, case .hole = old { return BuiltSegment(entry: .hole, changedBlocks: 0, storedBytes: 0) }
+        if newIsZero, case .hole = old { return BuiltSegment(entry: .hole, changedMask: 0, storedBytes: 0) }
         let fingerprint = newIsZero ? BlobID.zero : cipher.id(of: content)
         if !newIsZero, old.fingerprint == fingerprint {
-            return BuiltSegment(entry: old, changedBlocks: 0, storedBytes: 0)
+            return BuiltSegment(entry: old, changedMask: 0, storedBytes: 0)
         }
         // Find which blocks changed.
         let oldIsHole: Bool
@@ -61,6 +62,7 @@ struct SegmentBuilder {
         if !oldIsHole { try loadContent(of: old, into: ws.oldContent, workspace: ws) }
         var changed = [Bool](repeating: false, count: StoreFormat.blocksPerSegment)
         var changedCount = 0
+        var changedMask: UInt16 = 0
         let bs = StoreFormat.blockSize
         for b in 0..<StoreFormat.blocksPerSegment {
             let newBlock = UnsafeRawBufferPointer(rebasing: content[(b * bs)..<((b + 1) * bs)])
@@ -73,15 +75,16 @@ struct SegmentBuilder {
             if differs {
                 changed[b] = true
                 changedCount += 1
+                changedMask |= 1 << UInt16(b)
             }
         }
-        if newIsZero { return BuiltSegment(entry: .hole, changedBlocks: changedCount, storedBytes: 0) }
+        if newIsZero { return BuiltSegment(entry: .hole, changedMask: changedMask, storedBytes: 0) }
         if changedCount == 0 {
             // Same bytes; the old entry's fingerprint was stale. Keep its chunks with the right fingerprint.
             if case .composite(_, let runs) = old {
-                return BuiltSegment(entry: .composite(fingerprint: fingerprint, runs: runs), changedBlocks: 0, storedBytes: 0)
+                return BuiltSegment(entry: .composite(fingerprint: fingerprint, runs: runs), changedMask: 0, storedBytes: 0)
             }
-            return BuiltSegment(entry: old, changedBlocks: 0, storedBytes: 0)
+            return BuiltSegment(entry: old, changedMask: 0, storedBytes: 0)
         }
         if changedCount >= Self.wholeThreshold {
             let stored = try blobs.store(
@@ -91,7 +94,7 @@ struct SegmentBuilder {
                 compressor: ws.compressor,
                 scratch: ws.scratch
             )
-            return BuiltSegment(entry: .whole(fingerprint), changedBlocks: changedCount, storedBytes: stored)
+            return BuiltSegment(entry: .whole(fingerprint), changedMask: changedMask, storedBytes: stored)
         }
         var refs = old.blockReferences()
         var stored = 0
@@ -115,7 +118,7 @@ struct SegmentBuilder {
         }
         return BuiltSegment(
             entry: .composite(fingerprint: fingerprint, runs: SegmentEntry.runs(from: refs)),
-            changedBlocks: changedCount,
+            changedMask: changedMask,
             storedBytes: stored
         )
     }
@@ -168,6 +171,16 @@ struct SegmentBuilder {
 #elseif canImport(Musl)
 @preconcurrency import Musl
 #endif
+
+/// Which 4 KiB blocks differ between two 64 KiB segments.
+func blockDifferences(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> UInt16 {
+    var mask: UInt16 = 0
+    let bs = StoreFormat.blockSize
+    for i in 0..<StoreFormat.blocksPerSegment where memcmp(a.baseAddress! + i * bs, b.baseAddress! + i * bs, bs) != 0 {
+        mask |= 1 << UInt16(i)
+    }
+    return mask
+}
 
 /// True when every byte is zero. Reads eight bytes at a time.
 @inline(__always)

@@ -53,7 +53,7 @@ public final class Store: @unchecked Sendable {
             createdKeyFile = path
         }
         do {
-            try backend.createLayout()
+            // Everything that can fail on the key happens before anything is created.
             var config = StoreConfig(
                 version: StoreFormat.version,
                 storeID: SystemCalls.randomBytes(16),
@@ -62,7 +62,14 @@ public final class Store: @unchecked Sendable {
             )
             let ring = KeyRing.generate()
             config.slots = [try KeySlot.make(for: key, keyRing: ring, associatedData: config.wrappingAssociatedData)]
-            try backend.writeConfig(config.encoded())
+            let existed = SystemCalls.exists(backend.location)
+            try backend.createLayout()
+            do {
+                try backend.writeConfig(config.encoded())
+            } catch {
+                backend.removeEmptyLayout(removeRoot: !existed)
+                throw error
+            }
             return StoreConfigSummary(id: hexString(config.storeID), location: backend.location, createdKeyFile: createdKeyFile)
         } catch {
             if let createdKeyFile { try? SystemCalls.unlink(createdKeyFile) }

@@ -94,7 +94,7 @@ public final class VolumeReader: @unchecked Sendable {
 
     /// Fills `buffer` with the volume's bytes at `offset`. The range must lie inside the volume.
     public func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        guard offset >= 0, offset + Int64(buffer.count) <= volume.size else {
+        guard offset >= 0, offset <= volume.size, Int64(buffer.count) <= volume.size - offset else {
             throw LifeboatError(
                 "store.beyond-end",
                 "read of \(buffer.count) bytes at \(offset) is outside volume '\(volume.name)' (\(volume.size) bytes)"

@@ -11,6 +11,8 @@ public enum StoreFormat {
     public static let leafSpan = segmentSize * segmentsPerLeaf
     /// Inner nodes of the volume map have up to 64 children.
     public static let fanout = 64
+    /// The largest volume the format supports (1 PiB; tree height 4).
+    public static let maxVolumeSize: Int64 = 1 << 50
     /// Packs are closed once they reach this size.
     public static let packTargetSize = 32 << 20
     /// The most bytes one blob may have (a whole segment plus slack); larger lengths are corrupt.
