@@ -19,6 +19,9 @@ let package = Package(
         // Domain values and pure logic: no I/O, no heavy dependencies.
         .target(name: "LifeboatCore"),
 
+        // Linux calls that Glibc's Swift module does not expose.
+        .target(name: "CLinuxShims"),
+
         // The system's zstd (Debian: libzstd-dev).
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
@@ -28,6 +31,7 @@ let package = Package(
             dependencies: [
                 "LifeboatCore",
                 "CZstd",
+                "CLinuxShims",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -66,7 +70,7 @@ let package = Package(
 )
 
 // Strict settings for every Swift target, once.
-for target in package.targets where target.type != .system {
+for target in package.targets where target.type != .system && target.name != "CLinuxShims" {
     var settings = target.swiftSettings ?? []
     settings.append(.enableUpcomingFeature("ExistentialAny"))
     settings.append(.enableUpcomingFeature("MemberImportVisibility"))

@@ -5,14 +5,17 @@
 #endif
 import LifeboatCore
 import SystemPackage
+import CLinuxShims
 
 /// A store in a local directory: `config`, `packs/xx/NAME`, `index/NAME`, `commits/NAME`, `pins/NAME`,
-/// `locks/`, `tmp/`. Writes go to `tmp/` and are renamed into place after fsync; `barrier()` fsyncs the
-/// directories that gained or lost names.
+/// `locks/`, `tmp/`. Writes go to `tmp/` and are renamed into place when complete (with writeback started);
+/// `barrier()` fsyncs those files and then the directories that gained or lost names.
 public final class LocalDirectoryBackend: StoreBackend, @unchecked Sendable {
     public let root: String
     private let dirtyLock = PlainLock()
     private var dirtyDirectories = Set<String>()
+    /// Files finished since the last barrier: complete and visible, not yet fsynced.
+    private var unsyncedFiles: [String] = []
 
     public init(root: String) {
         var path = root
@@ -75,6 +78,13 @@ public final class LocalDirectoryBackend: StoreBackend, @unchecked Sendable {
         dirtyLock.withLock { _ = dirtyDirectories.insert(directory) }
     }
 
+    private func markFinished(_ path: String, directory: String) {
+        dirtyLock.withLock {
+            dirtyDirectories.insert(directory)
+            unsyncedFiles.append(path)
+        }
+    }
+
     private func temporaryPath(_ name: String) -> String {
         let suffix = SystemCalls.randomBytes(6).map { String($0, radix: 16) }.joined()
         return "\(root)/tmp/\(name).\(getpid()).\(suffix)"
@@ -114,8 +124,9 @@ public final class LocalDirectoryBackend: StoreBackend, @unchecked Sendable {
                 permissions: FilePermissions(rawValue: 0o600)
             )
         }
-        return LocalObjectWriter(fd: fd, temporaryPath: tmp, finalPath: dir + "/" + name) { [weak self] in
-            self?.markDirty(dir)
+        let finalPath = dir + "/" + name
+        return LocalObjectWriter(fd: fd, temporaryPath: tmp, finalPath: finalPath) { [weak self] in
+            self?.markFinished(finalPath, directory: dir)
         }
     }
 
@@ -163,19 +174,30 @@ public final class LocalDirectoryBackend: StoreBackend, @unchecked Sendable {
     }
 
     public func barrier() throws {
-        let dirs = dirtyLock.withLock { () -> [String] in
+        let (files, dirs) = dirtyLock.withLock { () -> ([String], [String]) in
+            let f = unsyncedFiles
             let d = Array(dirtyDirectories)
+            unsyncedFiles.removeAll()
             dirtyDirectories.removeAll()
-            return d
+            return (f, d)
         }
-        // Shard directories first, then their parents, so that new shards are durable too.
-        for dir in dirs.sorted(by: { $0.count > $1.count }) {
-            do {
-                try SystemCalls.fsyncDirectory(dir)
-            } catch {
-                dirtyLock.withLock { dirtyDirectories.formUnion(dirs) }
-                throw error
+        do {
+            // Files first (their writeback started when they were finished), then the directories naming
+            // them, shard directories before their parents so that new shards are durable too.
+            for file in files {
+                let fd = try SystemCalls.wrap("opening", path: file) { try FileDescriptor.open(FilePath(file), .readOnly) }
+                defer { try? fd.close() }
+                try SystemCalls.fsync(fd, path: file)
             }
+            for dir in dirs.sorted(by: { $0.count > $1.count }) {
+                try SystemCalls.fsyncDirectory(dir)
+            }
+        } catch {
+            dirtyLock.withLock {
+                unsyncedFiles.append(contentsOf: files)
+                dirtyDirectories.formUnion(dirs)
+            }
+            throw error
         }
     }
 
@@ -293,7 +315,8 @@ final class LocalObjectWriter: ObjectWriter {
 
     func finish() throws {
         try flush()
-        try SystemCalls.fsync(fd, path: temporaryPath)
+        // Start writing back now, without waiting; the barrier's fsync then finds little left to do.
+        _ = lifeboat_start_writeback(fd.rawValue)
         try? fd.close()
         closed = true
         try SystemCalls.rename(temporaryPath, finalPath)

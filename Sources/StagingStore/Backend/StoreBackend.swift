@@ -54,7 +54,7 @@ public protocol StoreBackend: Sendable {
 public protocol ObjectWriter: AnyObject {
     var bytesWritten: Int64 { get }
     func append(_ bytes: UnsafeRawBufferPointer) throws
-    /// Completes the object: flushed, synced, visible under its name.
+    /// Completes the object: flushed and visible under its name; durable after the next `barrier()`.
     func finish() throws
     /// Drops the object; nothing of it remains visible.
     func abort()

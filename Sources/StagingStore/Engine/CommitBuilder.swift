@@ -91,9 +91,8 @@ public final class CommitBuilder: @unchecked Sendable {
         let span = StoreFormat.leafSpan
 
         try parallelForEach(leafCount) { leafIndex in
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: span, alignment: 4096)
-            defer { buffer.deallocate() }
-                try pool.withWorkspace { (ws) throws in
+            try pool.withWorkspace { ws in
+                try ws.withLeafBuffer { buffer in
                     let offset = Int64(leafIndex) * Int64(span)
                     let n = try SystemCalls.preadFully(fd, into: buffer, at: offset, path: path)
                     if n < span {
@@ -143,6 +142,7 @@ public final class CommitBuilder: @unchecked Sendable {
                     }
                     counters.withLock { storedBytes += UInt64(stored) }
                 }
+            }
         }
         for i in 0..<leafCount where changed[i] { leaves[i] = results[i] }
         dirtyLeaves[volume] = nil
@@ -154,7 +154,7 @@ public final class CommitBuilder: @unchecked Sendable {
     // MARK: Accounting against the parent
 
     /// Per volume and segment: which blocks differ from the parent commit.
-    private var changedAgainstParent: [String: [Int: UInt16]] = [:]
+    private var changedAgainstParent: [String: [Int: UInt32]] = [:]
     private var parentLeafCache: [String: [BlobID?]] = [:]
     private var parentLeaves: [BlobID: [SegmentEntry]] = [:]
 
@@ -164,7 +164,7 @@ public final class CommitBuilder: @unchecked Sendable {
     private func account(
         volume: String,
         segment: Int,
-        maskAgainstOld: UInt16,
+        maskAgainstOld: UInt32,
         content: UnsafeRawBufferPointer,
         workspace ws: SegmentWorkspace
     ) throws {

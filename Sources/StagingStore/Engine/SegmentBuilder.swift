@@ -6,8 +6,18 @@ final class SegmentWorkspace {
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreFormat.segmentSize + 4096, alignment: 64)
     let oldContent = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreFormat.segmentSize, alignment: 64)
     let chunkBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreFormat.segmentSize, alignment: 64)
+    /// A whole leaf's worth of volume (4 MiB), allocated on first use and reused: fresh memory would cost
+    /// a page fault per 4 KiB on every leaf.
+    private(set) lazy var leafBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreFormat.leafSpan, alignment: 4096)
+    private var hasLeafBuffer = false
+
+    func withLeafBuffer<T>(_ body: (UnsafeMutableRawBufferPointer) throws -> T) rethrows -> T {
+        hasLeafBuffer = true
+        return try body(leafBuffer)
+    }
 
     deinit {
+        if hasLeafBuffer { leafBuffer.deallocate() }
         scratch.deallocate()
         oldContent.deallocate()
         chunkBuffer.deallocate()
@@ -30,7 +40,7 @@ final class WorkspacePool: @unchecked Sendable {
 struct BuiltSegment {
     var entry: SegmentEntry
     /// Bit b set: block b differs from the old entry's content.
-    var changedMask: UInt16
+    var changedMask: UInt32
     var storedBytes: Int
 }
 
@@ -42,7 +52,7 @@ struct SegmentBuilder {
     let cipher: BlobCipher
 
     /// Blocks changed at or above this count make the segment be stored as one whole chunk.
-    static let wholeThreshold = 8
+    static let wholeThreshold = StoreFormat.blocksPerSegment / 2
 
     func build(
         old: SegmentEntry,
@@ -62,7 +72,7 @@ struct SegmentBuilder {
         if !oldIsHole { try loadContent(of: old, into: ws.oldContent, workspace: ws) }
         var changed = [Bool](repeating: false, count: StoreFormat.blocksPerSegment)
         var changedCount = 0
-        var changedMask: UInt16 = 0
+        var changedMask: UInt32 = 0
         let bs = StoreFormat.blockSize
         for b in 0..<StoreFormat.blocksPerSegment {
             let newBlock = UnsafeRawBufferPointer(rebasing: content[(b * bs)..<((b + 1) * bs)])
@@ -75,7 +85,7 @@ struct SegmentBuilder {
             if differs {
                 changed[b] = true
                 changedCount += 1
-                changedMask |= 1 << UInt16(b)
+                changedMask |= 1 << UInt32(b)
             }
         }
         if newIsZero { return BuiltSegment(entry: .hole, changedMask: changedMask, storedBytes: 0) }
@@ -173,11 +183,11 @@ struct SegmentBuilder {
 #endif
 
 /// Which 4 KiB blocks differ between two 64 KiB segments.
-func blockDifferences(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> UInt16 {
-    var mask: UInt16 = 0
+func blockDifferences(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> UInt32 {
+    var mask: UInt32 = 0
     let bs = StoreFormat.blockSize
     for i in 0..<StoreFormat.blocksPerSegment where memcmp(a.baseAddress! + i * bs, b.baseAddress! + i * bs, bs) != 0 {
-        mask |= 1 << UInt16(i)
+        mask |= 1 << UInt32(i)
     }
     return mask
 }

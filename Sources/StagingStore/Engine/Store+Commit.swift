@@ -48,13 +48,15 @@ extension Store {
         defer { endCommit() }
         let written = try blobs.sealCommit()
         if !written.isEmpty {
+            // Packs reach stable storage before the index that names them (a later commit may deduplicate
+            // against any indexed blob), and the index before the commit that refers to them.
+            try backend.barrier()
             let name = hexString(SystemCalls.randomBytes(16))
             let plain = IndexFormat.encode(written)
             try backend.put(.index, name, try cipher.seal(plain, kind: .indexFile, context: Array(name.utf8)))
             stateLock.withLock { indexFileNames.append(name) }
+            try backend.barrier()
         }
-        // Packs and the index file reach stable storage before the commit that refers to them.
-        try backend.barrier()
         var now = clock.now()
         if let parent, now <= parent.time { now = Timestamp(nanoseconds: parent.time.nanoseconds + 1) }
         let record = CommitRecord(

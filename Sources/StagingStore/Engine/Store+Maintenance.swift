@@ -170,6 +170,7 @@ extension Store {
                 }
             }
             newGroups = try blobs.sealCommit()
+            try backend.barrier()  // the copies are durable before the index that names them
             deleteNames += rewrite.map { hexString($0.name) }
         }
         let finalGroups = keptGroups + newGroups

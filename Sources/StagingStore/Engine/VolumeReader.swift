@@ -158,46 +158,17 @@ extension Store {
         let segments = SegmentBuilder(blobs: blobs, cipher: cipher)
         let pool = WorkspacePool()
         try parallelForEach(leafCount) { leafIndex in
-            let entries: [SegmentEntry]
-            do {
-                entries = try reader.leaf(leafIndex)
-            } catch {
-                throw reader.damaged(error, offset: Int64(leafIndex) * Int64(StoreFormat.leafSpan))
-            }
             try pool.withWorkspace { ws in
-                for (s, entry) in entries.enumerated() where entry != .hole {
-                    let offset = Int64(leafIndex) * Int64(StoreFormat.leafSpan) + Int64(s * StoreFormat.segmentSize)
-                    guard offset < reader.size else { break }
-                    do {
-                        try segments.loadContent(of: entry, into: ws.oldContent, workspace: ws)
-                    } catch {
-                        throw reader.damaged(error, offset: offset)
-                    }
-                    let count = Int(min(Int64(StoreFormat.segmentSize), reader.size - offset))
-                    // Blocks that are zero stay holes in the output.
-                    var b = 0
-                    while b < count {
-                        let end = min(b + StoreFormat.blockSize, count)
-                        let block = UnsafeRawBufferPointer(rebasing: ws.oldContent[b..<end])
-                        if !isAllZero(block) {
-                            var runEnd = end
-                            while runEnd < count {
-                                let next = min(runEnd + StoreFormat.blockSize, count)
-                                if isAllZero(UnsafeRawBufferPointer(rebasing: ws.oldContent[runEnd..<next])) { break }
-                                runEnd = next
-                            }
-                            try SystemCalls.pwriteFully(
-                                fd,
-                                UnsafeRawBufferPointer(rebasing: ws.oldContent[b..<runEnd]),
-                                at: offset + Int64(b),
-                                path: partial
-                            )
-                            written[leafIndex] += Int64(runEnd - b)
-                            b = runEnd
-                        } else {
-                            b = end
-                        }
-                    }
+                try ws.withLeafBuffer { buffer in
+                    written[leafIndex] = try exportLeaf(
+                        leafIndex,
+                        of: reader,
+                        buffer: buffer,
+                        workspace: ws,
+                        segments: segments,
+                        to: fd,
+                        path: partial
+                    )
                 }
             }
         }
@@ -208,5 +179,65 @@ extension Store {
         var total: Int64 = 0
         for i in 0..<leafCount { total += written[i] }
         return total
+    }
+
+    /// Assembles one 4 MiB leaf in `buffer`, then writes each run of non-zero blocks with one pwrite: few,
+    /// large writes keep the kernel's per-call and inode-lock costs low. Returns the bytes written.
+    private func exportLeaf(
+        _ leafIndex: Int,
+        of reader: VolumeReader,
+        buffer: UnsafeMutableRawBufferPointer,
+        workspace ws: SegmentWorkspace,
+        segments: SegmentBuilder,
+        to fd: FileDescriptor,
+        path: String
+    ) throws -> Int64 {
+        let leafOffset = Int64(leafIndex) * Int64(StoreFormat.leafSpan)
+        let entries: [SegmentEntry]
+        do {
+            entries = try reader.leaf(leafIndex)
+        } catch {
+            throw reader.damaged(error, offset: leafOffset)
+        }
+        let span = Int(min(Int64(StoreFormat.leafSpan), reader.size - leafOffset))
+        var present = [Bool](repeating: false, count: StoreFormat.segmentsPerLeaf)
+        for (s, entry) in entries.enumerated() where entry != .hole {
+            let start = s * StoreFormat.segmentSize
+            guard start < span else { break }
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + StoreFormat.segmentSize)])
+            do {
+                try segments.loadContent(of: entry, into: target, workspace: ws)
+            } catch {
+                throw reader.damaged(error, offset: leafOffset + Int64(start))
+            }
+            present[s] = true
+        }
+        var written: Int64 = 0
+        var runStart = -1
+        func flush(upTo end: Int) throws {
+            guard runStart >= 0 else { return }
+            try SystemCalls.pwriteFully(
+                fd,
+                UnsafeRawBufferPointer(rebasing: buffer[runStart..<end]),
+                at: leafOffset + Int64(runStart),
+                path: path
+            )
+            written += Int64(end - runStart)
+            runStart = -1
+        }
+        var b = 0
+        while b < span {
+            let end = min(b + StoreFormat.blockSize, span)
+            let nonZero =
+                present[b / StoreFormat.segmentSize] && !isAllZero(UnsafeRawBufferPointer(rebasing: buffer[b..<end]))
+            if nonZero {
+                if runStart < 0 { runStart = b }
+            } else {
+                try flush(upTo: b)
+            }
+            b = end
+        }
+        try flush(upTo: span)
+        return written
     }
 }
