@@ -2,7 +2,7 @@ import LifeboatCore
 
 /// Per-thread scratch for building segments: compression context and buffers, reused across segments.
 final class SegmentWorkspace {
-    let compressor = ZstdCompressor(level: 1)
+    let compressor = ZstdCompressor()
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreFormat.segmentSize + 4096, alignment: 64)
     let oldContent = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreFormat.segmentSize, alignment: 64)
     let chunkBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreFormat.segmentSize, alignment: 64)

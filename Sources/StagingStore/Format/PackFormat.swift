@@ -50,7 +50,7 @@ struct BlobEntry: Sendable, Equatable {
 }
 
 /// Pack files: `"LBPACK01"`, sealed blobs back to back, the sealed pack directory (kind packDirectory,
-/// context = pack name), u32 directory length, `"LBPKEND1"`.
+/// context = pack name; its plaintext is one zstd frame of the entry list), u32 directory length, `"LBPKEND1"`.
 enum PackFormat {
     static let header = Array("LBPACK01".utf8)
     static let footerMagic = Array("LBPKEND1".utf8)
@@ -60,10 +60,11 @@ enum PackFormat {
         var w = ByteWriter(capacity: 4 + entries.count * BlobEntry.encodedSize)
         w.u32(UInt32(entries.count))
         for e in entries { e.encode(into: &w) }
-        return w.bytes
+        return Zstd.compress(w.bytes)
     }
 
-    static func decodeDirectory(_ bytes: [UInt8], pack: String) throws -> [BlobEntry] {
+    static func decodeDirectory(_ compressed: [UInt8], pack: String) throws -> [BlobEntry] {
+        let bytes = try Zstd.decompress(compressed, limit: 64 << 20, what: "directory of pack \(pack)")
         var r = ByteReader(bytes, what: "directory of pack \(pack)")
         let n = Int(try r.u32())
         guard n <= bytes.count / BlobEntry.encodedSize else {
@@ -77,7 +78,7 @@ enum PackFormat {
     }
 }
 
-/// Index files: sealed (kind indexFile, context = file name) `"LBINDEX1"`, u32 pack count, then per pack
+/// Index files: sealed (kind indexFile, context = file name) zstd frame of `"LBINDEX1"`, u32 pack count, then per pack
 /// its 16-byte name, u32 entry count and the entries.
 enum IndexFormat {
     static let magic = Array("LBINDEX1".utf8)
@@ -91,10 +92,11 @@ enum IndexFormat {
             w.u32(UInt32(pack.entries.count))
             for e in pack.entries { e.encode(into: &w) }
         }
-        return w.bytes
+        return Zstd.compress(w.bytes)
     }
 
-    static func decode(_ bytes: [UInt8], name: String) throws -> [(name: [UInt8], entries: [BlobEntry])] {
+    static func decode(_ compressed: [UInt8], name: String) throws -> [(name: [UInt8], entries: [BlobEntry])] {
+        let bytes = try Zstd.decompress(compressed, limit: 4 << 30, what: "index file \(name)")
         var r = ByteReader(bytes, what: "index file \(name)")
         guard try r.raw(8) == magic else {
             throw LifeboatError("store.corrupt", "index file \(name) has a bad magic")
