@@ -10,3 +10,12 @@ int lifeboat_start_writeback(int fd) {
     return 0;
 #endif
 }
+
+int lifeboat_start_writeback_range(int fd, long long offset, long long length) {
+#ifdef SYNC_FILE_RANGE_WRITE
+    return sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)fd; (void)offset; (void)length;
+    return 0;
+#endif
+}

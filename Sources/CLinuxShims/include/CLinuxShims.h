@@ -3,3 +3,6 @@
 /// Starts asynchronous writeback of a file's dirty pages (sync_file_range with SYNC_FILE_RANGE_WRITE).
 /// Returns 0 or -1 with errno set. Not a durability guarantee: fsync still follows.
 int lifeboat_start_writeback(int fd);
+
+/// The same for one byte range of the file.
+int lifeboat_start_writeback_range(int fd, long long offset, long long length);
