@@ -281,6 +281,38 @@ struct CLITests {
         #expect(second.stdout.contains(points[1]))
     }
 
+    /// A long-running writer (the replication server) keeps going after a failed commit: nothing of the
+    /// failed commit is deduplicated against, so the next commit of the same data is complete after reopen.
+    @Test func sameProcessContinuesAfterFullDisk() throws {
+        let dir = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let mount = "\(dir)/small"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        let m = try Self.run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", mount])
+        try #require(m.status == 0, "mount failed: \(m.stderr)")
+        defer { _ = try? Self.run("/usr/bin/umount", [mount]) }
+        let backend = LocalDirectoryBackend(root: "\(mount)/store")
+        let key = MasterKeySource.keyFile(path: "\(dir)/key")
+        try Store.create(at: backend, key: key)
+        try Self.writeRandomImage("\(dir)/a.img", size: 12 << 20, seed: 21)
+        try Self.writeRandomImage("\(dir)/b.img", size: 12 << 20, seed: 22)
+        let store = try Store.open(backend, key: key, access: .write)
+        _ = try store.ingest(machine: "m", volumes: [(name: "v", path: "\(dir)/a.img")])
+        #expect(throws: LifeboatError.self) {
+            _ = try store.ingest(machine: "m", volumes: [(name: "v", path: "\(dir)/b.img")])
+        }
+        #expect(store.commits(machine: "m").count == 1)
+        _ = try Self.run("/usr/bin/mount", ["-o", "remount,size=64m", mount])
+        let second = try store.ingest(machine: "m", volumes: [(name: "v", path: "\(dir)/b.img")])
+        store.close()
+        let reopened = try Store.open(backend, key: key, access: .read)
+        defer { reopened.close() }
+        #expect(try reopened.verify().isClean)
+        let reader = try reopened.reader(machine: "m", volume: "v", point: second.id.description)
+        try reopened.export(reader, to: "\(dir)/out.raw")
+        #expect(try Self.same("\(dir)/out.raw", "\(dir)/b.img"))
+    }
+
     /// SIGKILL at random moments during ingest (the long version is `scripts/crash-loop`, 50+ kills).
     @Test func killedIngestLosesNoAcknowledgedCommit() throws {
         let result = try Self.run(

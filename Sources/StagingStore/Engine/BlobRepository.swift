@@ -298,6 +298,15 @@ final class BlobRepository: @unchecked Sendable {
         }
     }
 
+    /// Removes blobs from the in-memory index (after their commit failed).
+    func forget(_ packs: [(name: [UInt8], entries: [BlobEntry])]) {
+        lock.withLock {
+            for pack in packs {
+                for e in pack.entries { entries[e.id] = nil }
+            }
+        }
+    }
+
     /// Drops everything written since the last `sealCommit` (after a failed commit). Finished packs stay on
     /// disk unreferenced until garbage collection.
     func abandonCommit() {

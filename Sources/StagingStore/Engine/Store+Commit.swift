@@ -47,36 +47,44 @@ extension Store {
     ) throws -> CommitRecord {
         defer { endCommit() }
         let written = try blobs.sealCommit()
-        if !written.isEmpty {
-            // Packs reach stable storage before the index that names them (a later commit may deduplicate
-            // against any indexed blob), and the index before the commit that refers to them.
+        let record: CommitRecord
+        do {
+            if !written.isEmpty {
+                // Packs reach stable storage before the index that names them (a later commit may deduplicate
+                // against any indexed blob), and the index before the commit that refers to them.
+                try backend.barrier()
+                let name = hexString(SystemCalls.randomBytes(16))
+                let plain = IndexFormat.encode(written)
+                try backend.put(.index, name, try cipher.seal(plain, kind: .indexFile, context: Array(name.utf8)))
+                stateLock.withLock { indexFileNames.append(name) }
+                try backend.barrier()
+            }
+            var now = clock.now()
+            if let parent, now <= parent.time { now = Timestamp(nanoseconds: parent.time.nanoseconds + 1) }
+            record = CommitRecord(
+                id: PointID.random(),
+                machine: machine,
+                sequence: (parent?.sequence ?? 0) + 1,
+                time: now,
+                parent: parent?.id,
+                volumes: volumes,
+                changedBytes: changedBytes,
+                storedBytes: storedBytes
+            )
+            let name = record.id.description
+            try backend.put(.commit, name, try cipher.seal(record.encoded(), kind: .commit, context: Array(name.utf8)))
             try backend.barrier()
-            let name = hexString(SystemCalls.randomBytes(16))
-            let plain = IndexFormat.encode(written)
-            try backend.put(.index, name, try cipher.seal(plain, kind: .indexFile, context: Array(name.utf8)))
-            stateLock.withLock { indexFileNames.append(name) }
-            try backend.barrier()
+        } catch {
+            // Nothing refers to these blobs and no index file may name them: forget them, so that no later
+            // commit of this process deduplicates against them.
+            blobs.forget(written)
+            throw error
         }
-        var now = clock.now()
-        if let parent, now <= parent.time { now = Timestamp(nanoseconds: parent.time.nanoseconds + 1) }
-        let record = CommitRecord(
-            id: PointID.random(),
-            machine: machine,
-            sequence: (parent?.sequence ?? 0) + 1,
-            time: now,
-            parent: parent?.id,
-            volumes: volumes,
-            changedBytes: changedBytes,
-            storedBytes: storedBytes
-        )
-        let name = record.id.description
-        try backend.put(.commit, name, try cipher.seal(record.encoded(), kind: .commit, context: Array(name.utf8)))
-        try backend.barrier()
         recordCommit(record)
         logger.info(
             "commit",
             metadata: [
-                "machine": "\(machine)", "point": "\(name)", "changed": "\(changedBytes)", "stored": "\(storedBytes)",
+                "machine": "\(machine)", "point": "\(record.id)", "changed": "\(changedBytes)", "stored": "\(storedBytes)",
             ]
         )
         return record
