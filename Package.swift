@@ -39,6 +39,19 @@ let package = Package(
             ]
         ),
 
+        // How an agent learns which blocks of a volume changed: the ChangeTracker protocol and its trackers.
+        .target(
+            name: "ChangeTracking",
+            dependencies: [
+                "LifeboatCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+
+        // The agent ↔ replication server wire protocol: messages, frame codec, session state machines (pure).
+        .target(name: "ReplicationProtocol", dependencies: ["LifeboatCore"]),
+
         // Fixtures shared by tests and benchmarks: temporary directories, generated images, child processes.
         .target(
             name: "LifeboatTesting",
@@ -58,6 +71,8 @@ let package = Package(
         ),
 
         .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore"]),
+        .testTarget(name: "ChangeTrackingTests", dependencies: ["ChangeTracking", "LifeboatCore", "LifeboatTesting"]),
+        .testTarget(name: "ReplicationProtocolTests", dependencies: ["ReplicationProtocol", "LifeboatCore"]),
         .testTarget(
             name: "StagingStoreTests",
             dependencies: ["StagingStore", "LifeboatCore", "LifeboatTesting"]

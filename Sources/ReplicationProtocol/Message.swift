@@ -1,0 +1,124 @@
+public import LifeboatCore
+
+/// One volume as the agent announces it.
+public struct VolumeInfo: Sendable, Hashable {
+    public var name: String
+    public var size: Int64
+
+    public init(name: String, size: Int64) {
+        self.name = name
+        self.size = size
+    }
+}
+
+/// What the server tells an agent to do: bandwidth, freeze limit. Pushed in WELCOME and SETTINGS.
+public struct AgentSettings: Sendable, Hashable {
+    /// Bandwidth limit in Mbit/s; 0 = none.
+    public var throttleMbps: UInt32
+    /// The longest the agent may keep filesystems frozen for a consistent point, in milliseconds.
+    public var maxFreezeMilliseconds: UInt32
+
+    public init(throttleMbps: UInt32 = 0, maxFreezeMilliseconds: UInt32 = 250) {
+        self.throttleMbps = throttleMbps
+        self.maxFreezeMilliseconds = maxFreezeMilliseconds
+    }
+}
+
+/// Replication states, as in DRS.
+public enum ReplicationState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case initiating = 1
+    case initialSync = 2
+    case continuous = 3
+    case backlog = 4
+    case rescan = 5
+    case stalled = 6
+    case disconnected = 7
+    case paused = 8
+    case stopped = 9
+
+    public var description: String {
+        switch self {
+        case .initiating: "INITIATING"
+        case .initialSync: "INITIAL_SYNC"
+        case .continuous: "CONTINUOUS"
+        case .backlog: "BACKLOG"
+        case .rescan: "RESCAN"
+        case .stalled: "STALLED"
+        case .disconnected: "DISCONNECTED"
+        case .paused: "PAUSED"
+        case .stopped: "STOPPED"
+        }
+    }
+}
+
+/// Every message of the agent ↔ replication server protocol (docs/replication-protocol.md).
+public enum Message: Sendable, Equatable {
+    /// Agent → server, first frame: who I am and what I protect.
+    case hello(protocolVersion: UInt16, agentVersion: String, machine: String, volumes: [VolumeInfo])
+    /// Server → agent: accepted; the settings, and the last commit the server holds for this machine
+    /// (sequence 0 = none), so that an agent that crashed before an ack knows whether it landed.
+    case welcome(protocolVersion: UInt16, settings: AgentSettings, lastCommittedSequence: UInt64)
+    /// Agent → server: a commit starts; the volumes' sizes at this commit (volumes may grow).
+    case beginCommit(sequence: UInt64, volumes: [VolumeInfo])
+    /// Agent → server: changed bytes of one volume (index into the commit's volume list). `encoding` 0 =
+    /// raw; 1 = zstd, in which case `rawLength` is the decoded length. Offsets are 4 KiB aligned.
+    case extent(volume: UInt16, offset: UInt64, encoding: UInt8, rawLength: UInt32, data: [UInt8])
+    /// Agent → server: the commit is complete. `extents` and `bytes` (raw) let the server check it got
+    /// everything; `consistent` says whether the capture was crash-consistent (frozen); `captureTime` is
+    /// the instant the point represents.
+    case endCommit(sequence: UInt64, extents: UInt64, bytes: UInt64, consistent: Bool, captureTime: Timestamp)
+    /// Server → agent: the commit is durable. The agent may forget its changes now.
+    case commitAck(sequence: UInt64, point: UInt64, time: Timestamp)
+    /// Server → agent: the commit was not stored; nothing of it is visible. The agent keeps its changes.
+    case commitFailed(sequence: UInt64, code: String, message: String)
+    /// Agent → server: where replication stands, for the console.
+    case status(state: ReplicationState, backlogBytes: UInt64, syncedBytes: UInt64, totalBytes: UInt64)
+    /// Server → agent: new settings.
+    case settings(AgentSettings)
+    case ping(nonce: UInt64)
+    case pong(nonce: UInt64)
+    /// Either side: a fatal error; the sender closes the connection after it.
+    case error(code: String, message: String)
+    /// Either side: a clean close.
+    case goodbye
+
+    public var type: MessageType {
+        switch self {
+        case .hello: .hello
+        case .welcome: .welcome
+        case .beginCommit: .beginCommit
+        case .extent: .extent
+        case .endCommit: .endCommit
+        case .commitAck: .commitAck
+        case .commitFailed: .commitFailed
+        case .status: .status
+        case .settings: .settings
+        case .ping: .ping
+        case .pong: .pong
+        case .error: .error
+        case .goodbye: .goodbye
+        }
+    }
+}
+
+/// The type byte of a frame.
+public enum MessageType: UInt8, Sendable, CaseIterable {
+    case hello = 1
+    case welcome = 2
+    case beginCommit = 3
+    case extent = 4
+    case endCommit = 5
+    case commitAck = 6
+    case commitFailed = 7
+    case status = 8
+    case settings = 9
+    case ping = 10
+    case pong = 11
+    case error = 12
+    case goodbye = 13
+}
+
+/// The protocol version this code speaks.
+public enum ReplicationProtocolVersion {
+    public static let current: UInt16 = 1
+}
