@@ -19,6 +19,12 @@ let package = Package(
         // Domain values and pure logic: no I/O, no heavy dependencies.
         .target(name: "LifeboatCore"),
 
+        // System calls with errno mapped to actionable errors, shared by the engine and the agent.
+        .target(
+            name: "LifeboatSystem",
+            dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+
         // Linux calls that Glibc's Swift module does not expose.
         .target(name: "CLinuxShims"),
 
@@ -30,6 +36,7 @@ let package = Package(
             name: "StagingStore",
             dependencies: [
                 "LifeboatCore",
+                "LifeboatSystem",
                 "CZstd",
                 "CLinuxShims",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -44,6 +51,7 @@ let package = Package(
             name: "ChangeTracking",
             dependencies: [
                 "LifeboatCore",
+                "LifeboatSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

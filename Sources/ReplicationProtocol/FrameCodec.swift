@@ -1,4 +1,4 @@
-public import LifeboatCore
+import LifeboatCore
 
 /// Frames on the wire: `u32 length` (big-endian, counting the type byte and the payload), `u8 type`,
 /// payload. See docs/replication-protocol.md for every payload.

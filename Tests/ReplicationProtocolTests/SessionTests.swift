@@ -42,7 +42,7 @@ struct SessionTests {
         var agent = Agent()
         var server = Server()
         var toServer = try sent(agent.connected(agentVersion: "0.1", machine: "m1", volumes: volumes))
-        var actions = server.received(toServer[0])
+        let actions = server.received(toServer[0])
         #expect(actions == [.authorize(machine: "m1", volumes: volumes)])
         let welcome = try sent(server.machineAccepted(settings: AgentSettings(throttleMbps: 50), lastCommittedSequence: 6))
         #expect(agent.received(welcome[0]) == [.established(settings: AgentSettings(throttleMbps: 50), lastCommittedSequence: 6)])

@@ -4,6 +4,7 @@
 @preconcurrency import Musl
 #endif
 import LifeboatCore
+import LifeboatSystem
 import SystemPackage
 import CLinuxShims
 

@@ -9,6 +9,7 @@ import Foundation
 import Crypto
 import CryptoExtras
 import LifeboatCore
+import LifeboatSystem
 
 /// Where the master key comes from.
 public enum MasterKeySource: Sendable {

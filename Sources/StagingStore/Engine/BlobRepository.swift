@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import LifeboatCore
+import LifeboatSystem
 
 /// The blobs of a store: the in-memory index (id → pack, offset, length), reading blobs back, and writing
 /// new ones into packs. Thread-safe: many readers and writers may call it at once.

@@ -3,6 +3,7 @@
 #endif
 import Dispatch
 import LifeboatCore
+import LifeboatSystem
 import SystemPackage
 
 /// Builds one commit of one machine: the changed state of some of its volumes, made durable and visible

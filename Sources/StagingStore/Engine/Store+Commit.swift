@@ -1,4 +1,5 @@
 import LifeboatCore
+import LifeboatSystem
 import Logging
 
 extension Store {

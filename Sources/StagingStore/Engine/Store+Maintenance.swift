@@ -1,4 +1,5 @@
 public import LifeboatCore
+import LifeboatSystem
 import Logging
 
 /// Numbers about a store, for `lifeboat store stats`.

@@ -1,4 +1,5 @@
 public import LifeboatCore
+import LifeboatSystem
 public import Logging
 
 /// The staging store: every replicated volume of every machine, and every recovery point.

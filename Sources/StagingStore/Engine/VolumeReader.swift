@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import LifeboatCore
+import LifeboatSystem
 import SystemPackage
 import CLinuxShims
 

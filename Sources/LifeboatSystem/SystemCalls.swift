@@ -1,21 +1,22 @@
 #if canImport(Glibc)
-@preconcurrency import Glibc
+@preconcurrency public import Glibc
 #elseif canImport(Musl)
 @preconcurrency import Musl
 #endif
-import LifeboatCore
-import SystemPackage
+public import LifeboatCore
+public import SystemPackage
 
-/// One place that turns errno from a system call into an error a person can act on.
-enum SystemCalls {
-    static func error(_ errno: Errno, _ operation: String, path: String, location: SourceLocation = .here())
+/// One place that turns errno from a system call into an error a person can act on, and the few file
+/// operations the engine and the agent need (durable writes, positional I/O, block-device sizes, locks).
+public enum SystemCalls {
+    public static func error(_ errno: Errno, _ operation: String, path: String, location: SourceLocation = .here())
         -> LifeboatError
     {
         switch errno {
         case .noSpace:
             return LifeboatError(
                 "io.no-space",
-                "no space left on the device while \(operation) \(path): free space or move the store to a larger disk",
+                "no space left on the device while \(operation) \(path): free space on that filesystem or move the data to a larger one",
                 cause: errno,
                 location: location
             )
@@ -35,7 +36,7 @@ enum SystemCalls {
         }
     }
 
-    static func wrap<T>(_ operation: String, path: String, location: SourceLocation = .here(), _ body: () throws -> T)
+    public static func wrap<T>(_ operation: String, path: String, location: SourceLocation = .here(), _ body: () throws -> T)
         throws -> T
     {
         do {
@@ -50,7 +51,7 @@ enum SystemCalls {
     }
 
     /// fsync(2): data and metadata of the file reach stable storage.
-    static func fsync(_ fd: FileDescriptor, path: String) throws {
+    public static func fsync(_ fd: FileDescriptor, path: String) throws {
         while true {
             if Glibc.fsync(fd.rawValue) == 0 { return }
             let e = Errno(rawValue: Glibc.errno)
@@ -60,7 +61,7 @@ enum SystemCalls {
     }
 
     /// fsync of a directory, so that names created or removed in it survive a crash.
-    static func fsyncDirectory(_ path: String) throws {
+    public static func fsyncDirectory(_ path: String) throws {
         let fd = try wrap("opening directory", path: path) {
             try FileDescriptor.open(FilePath(path), .readOnly, options: [.directory])
         }
@@ -69,7 +70,7 @@ enum SystemCalls {
     }
 
     /// Size of a regular file, or of a block device (BLKGETSIZE64).
-    static func size(of fd: FileDescriptor, path: String) throws -> Int64 {
+    public static func size(of fd: FileDescriptor, path: String) throws -> Int64 {
         var st = stat()
         guard fstat(fd.rawValue, &st) == 0 else {
             throw error(Errno(rawValue: Glibc.errno), "inspecting", path: path)
@@ -90,7 +91,7 @@ enum SystemCalls {
     }
 
     /// Reads exactly `buffer.count` bytes at `offset`, or fewer only at end of file.
-    static func preadFully(
+    public static func preadFully(
         _ fd: FileDescriptor,
         into buffer: UnsafeMutableRawBufferPointer,
         at offset: Int64,
@@ -108,7 +109,7 @@ enum SystemCalls {
         return done
     }
 
-    static func pwriteFully(
+    public static func pwriteFully(
         _ fd: FileDescriptor,
         _ bytes: UnsafeRawBufferPointer,
         at offset: Int64,
@@ -119,17 +120,17 @@ enum SystemCalls {
         }
     }
 
-    static func isDirectory(_ path: String) -> Bool {
+    public static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
-    static func exists(_ path: String) -> Bool {
+    public static func exists(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0
     }
 
-    static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws {
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws {
         if mkdir(path, mode) != 0 {
             let e = Errno(rawValue: Glibc.errno)
             if e == .fileExists, isDirectory(path) { return }
@@ -137,7 +138,7 @@ enum SystemCalls {
         }
     }
 
-    static func listDirectory(_ path: String) throws -> [String] {
+    public static func listDirectory(_ path: String) throws -> [String] {
         guard let dir = opendir(path) else {
             let e = Errno(rawValue: Glibc.errno)
             if e == .noSuchFileOrDirectory { return [] }
@@ -154,7 +155,7 @@ enum SystemCalls {
         return names
     }
 
-    static func unlink(_ path: String) throws {
+    public static func unlink(_ path: String) throws {
         if Glibc.unlink(path) != 0 {
             let e = Errno(rawValue: Glibc.errno)
             if e == .noSuchFileOrDirectory { return }
@@ -162,14 +163,14 @@ enum SystemCalls {
         }
     }
 
-    static func rename(_ from: String, _ to: String) throws {
+    public static func rename(_ from: String, _ to: String) throws {
         if Glibc.rename(from, to) != 0 {
             throw error(Errno(rawValue: Glibc.errno), "renaming \(from) to", path: to)
         }
     }
 
     /// Reads a whole small file.
-    static func readFile(_ path: String) throws -> [UInt8] {
+    public static func readFile(_ path: String) throws -> [UInt8] {
         let fd = try wrap("opening", path: path) { try FileDescriptor.open(FilePath(path), .readOnly) }
         defer { try? fd.close() }
         let size = try Self.size(of: fd, path: path)
@@ -182,7 +183,7 @@ enum SystemCalls {
     }
 
     /// Writes a small file atomically and durably: temp file, fsync, rename, fsync of the directory.
-    static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws {
+    public static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws {
         let tmp = path + ".tmp-\(getpid())"
         let fd = try wrap("creating", path: tmp) {
             try FileDescriptor.open(
@@ -205,13 +206,13 @@ enum SystemCalls {
         }
     }
 
-    static func parent(of path: String) -> String {
+    public static func parent(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         if slash == path.startIndex { return "/" }
         return String(path[..<slash])
     }
 
-    static func randomBytes(_ count: Int) -> [UInt8] {
+    public static func randomBytes(_ count: Int) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var generator = SystemRandomNumberGenerator()
         for i in 0..<count { bytes[i] = UInt8.random(in: 0...255, using: &generator) }

@@ -1,0 +1,444 @@
+import Crypto
+import Dispatch
+import LifeboatCore
+import LifeboatSystem
+import SystemPackage
+
+#if canImport(Glibc)
+    @preconcurrency import Glibc
+#elseif canImport(Musl)
+    @preconcurrency import Musl
+#endif
+
+/// A `ChangeTracker` that finds changes by reading the volume: one fingerprint per 4 KiB block, compared with
+/// the fingerprints of the acknowledged state, which persist in the state directory. Works on an image file or
+/// a block device, needs no kernel support, and an agent restart costs a read of the volume, never a full copy.
+///
+/// State, per volume, in `stateDirectory` (created if missing):
+/// - `<name>.fpmap` — the acknowledged fingerprints (format in `FingerprintMapFile`), replaced atomically and
+///   durably by `acknowledge(epoch:)`. Missing: `.initialSync`. Damaged, torn, of another volume, unreadable:
+///   `.rescan(why)`, never a crash.
+/// - `<name>.epoch` — the highest epoch handed out, written (atomically, durably) before `collect` returns, so
+///   an epoch number never names two different change sets.
+/// - `<name>.lock` — flock'ed while the tracker lives: one tracker per volume (`tracker.locked`).
+///
+/// `<name>` is `stateName(for:)`: the volume id with unsafe characters replaced, plus a hash of the id.
+///
+/// Choices:
+/// - Initial sync reports the blocks that are not all zero (the receiver starts from an empty volume), and a
+///   volume that grew reports the blocks of the new area that are not all zero (the receiver extends with
+///   zeros). Both fall out of one rule: a block the base does not have counts as a zero block.
+/// - A rescan reports the whole volume as one extent: the tracker cannot know what the receiver holds, so the
+///   change set must be correct on any base. It costs zero blocks in transfer, which compress to nothing.
+/// - A volume smaller than its acknowledged state fails with `tracker.volume-shrank`.
+/// - Collected-but-unacknowledged epochs keep their full fingerprint map in memory until acknowledged or
+///   abandoned; at most `Options.maxOutstandingEpochs` of them (the oldest is dropped first, and
+///   acknowledging it then fails with `tracker.unknown-epoch`; its changes are in every later epoch).
+/// - `read(_:epoch:into:)` re-fingerprints what it hands out and records that in the epoch's map: a block that
+///   changed after the scan is remembered as what the receiver actually got, so if it later changes back to
+///   its scanned content it is still reported.
+public final class ScanTracker: ChangeTracker, @unchecked Sendable {
+    public struct Options: Sendable {
+        /// Threads reading and hashing during `collect` (SHA-256 with SHA-NI hashes about 1.5 GB/s per core).
+        public var threads: Int
+        /// Bytes per read and per unit of work; a multiple of 4096.
+        public var chunkSize: Int
+        /// Collected epochs kept for acknowledgement at most.
+        public var maxOutstandingEpochs: Int
+
+        public init(threads: Int = 2, chunkSize: Int = 4 << 20, maxOutstandingEpochs: Int = 4) {
+            self.threads = threads
+            self.chunkSize = chunkSize
+            self.maxOutstandingEpochs = maxOutstandingEpochs
+        }
+    }
+
+    public static let blockSize = Fingerprint.blockSize
+
+    public let volume: String
+    /// The image file or block device that is read; opened once, by `init` (its size is read at every collect).
+    public let path: String
+    public let stateDirectory: String
+    /// `<state dir>/<name>.fpmap`: the acknowledged fingerprints.
+    public let mapPath: String
+    /// `<state dir>/<name>.epoch`: the highest epoch handed out.
+    public let epochPath: String
+    public let options: Options
+
+    private let device: FileDescriptor
+    private let lockFile: FileDescriptor
+
+    /// The acknowledged state: what `collect` compares with.
+    private struct Base {
+        var map: FingerprintMap?
+        var epoch: UInt64
+        var volumeSize: Int64
+        /// `.incremental` with a map; `.initialSync` or `.rescan` without.
+        var reason: ChangeSet.Reason
+    }
+
+    /// A collected epoch waiting for acknowledgement: the fingerprints of what the receiver will have.
+    private struct Pending {
+        var epoch: UInt64
+        var volumeSize: Int64
+        var map: FingerprintMap
+    }
+
+    private let lock = PlainLock()
+    private var base: Base
+    private var pending: [Pending] = []  // ascending epochs
+    private var issuedEpoch: UInt64
+    private var collecting = false
+    private var acknowledging = false
+
+    /// Opens the volume and loads the tracker's state for it.
+    ///
+    /// - Parameters:
+    ///   - volume: the volume's identifier (any non-empty string; it names the state files).
+    ///   - path: the image file or block device to read.
+    ///   - stateDirectory: where the fingerprint map lives; created (mode 0700) if missing.
+    /// - Throws: `io.*` when the volume or the state directory cannot be opened, `tracker.locked` when another
+    ///   tracker uses this volume's state, `tracker.not-a-volume` for anything but a file or block device.
+    ///   A missing or damaged fingerprint map is not an error: `collect` reports `.initialSync` or `.rescan`.
+    public init(volume: String, path: String, stateDirectory: String, options: Options = Options()) throws {
+        guard !volume.isEmpty else {
+            throw LifeboatError("tracker.invalid-volume", "the volume identifier must not be empty")
+        }
+        guard options.chunkSize > 0, options.chunkSize % Fingerprint.blockSize == 0, options.threads >= 1,
+            options.maxOutstandingEpochs >= 1
+        else {
+            throw LifeboatError(
+                "tracker.invalid-options",
+                "chunk size must be a positive multiple of 4096, threads and outstanding epochs at least 1"
+            )
+        }
+        self.volume = volume
+        self.path = path
+        self.stateDirectory = stateDirectory
+        self.options = options
+        let name = Self.stateName(for: volume)
+        mapPath = stateDirectory + "/" + name + ".fpmap"
+        epochPath = stateDirectory + "/" + name + ".epoch"
+
+        try SystemCalls.makeDirectory(stateDirectory)
+        let lockFile = try SystemCalls.lockExclusively(stateDirectory + "/" + name + ".lock", what: "volume \(volume)")
+        let device: FileDescriptor
+        do {
+            device = try SystemCalls.open(path, .readOnly)
+            do {
+                _ = try SystemCalls.size(of: device, path: path)
+            } catch {
+                try? device.close()
+                throw error
+            }
+            // Left by an acknowledge or collect that died between writing and renaming.
+            try SystemCalls.unlink(mapPath + ".tmp")
+            try SystemCalls.unlink(epochPath + ".tmp")
+        } catch {
+            try? lockFile.close()
+            throw error
+        }
+        self.lockFile = lockFile
+        self.device = device
+
+        do {
+            if let contents = try FingerprintMapFile.read(mapPath, volume: volume) {
+                base = Base(
+                    map: contents.map,
+                    epoch: contents.epoch,
+                    volumeSize: contents.volumeSize,
+                    reason: .incremental
+                )
+            } else {
+                base = Base(map: nil, epoch: 0, volumeSize: 0, reason: .initialSync)
+            }
+        } catch {
+            base = Base(map: nil, epoch: 0, volumeSize: 0, reason: .rescan(error.why))
+        }
+        issuedEpoch = max(EpochFile.read(epochPath) ?? 0, base.epoch)
+    }
+
+    deinit {
+        try? device.close()
+        try? lockFile.close()
+    }
+
+    /// The file name stem of a volume's state: the identifier with every character other than letters, digits,
+    /// `.`, `_` and `-` replaced by `_` (at most 64 of them), then `-` and 8 hex digits of SHA-256 of the
+    /// identifier, so that distinct identifiers do not share state (the map also records a 128-bit tag of the
+    /// identifier and is not used for another volume).
+    public static func stateName(for volume: String) -> String {
+        var safe = ""
+        for scalar in volume.unicodeScalars.prefix(64) {
+            let ok =
+                (scalar >= "a" && scalar <= "z") || (scalar >= "A" && scalar <= "Z") || (scalar >= "0" && scalar <= "9")
+                || scalar == "." || scalar == "_" || scalar == "-"
+            safe.unicodeScalars.append(ok ? scalar : "_")
+        }
+        if safe.hasPrefix(".") { safe = "_" + safe.dropFirst() }
+        let tag = FingerprintMapFile.volumeTag(volume).prefix(4)
+        let hex = tag.map { byte in
+            let digits = Array("0123456789abcdef")
+            return String(digits[Int(byte >> 4)]) + String(digits[Int(byte & 15)])
+        }.joined()
+        return safe + "-" + hex
+    }
+
+    /// The epoch of the state the receiver acknowledged last; 0 when none is known.
+    public var acknowledgedEpoch: UInt64 { lock.withLock { base.epoch } }
+
+    /// Epochs collected and neither acknowledged nor abandoned, oldest first.
+    public var outstandingEpochs: [UInt64] { lock.withLock { pending.map(\.epoch) } }
+
+    // MARK: - ChangeTracker
+
+    public func collect() throws -> ChangeSet {
+        try lock.withLock { () throws(LifeboatError) in
+            guard !collecting else {
+                throw LifeboatError("tracker.busy", "a collect of volume \(volume) is already running")
+            }
+            collecting = true
+        }
+        defer { lock.withLock { collecting = false } }
+
+        let size = try SystemCalls.size(of: device, path: path)
+        let base = lock.withLock { self.base }
+        if base.map != nil, size < base.volumeSize {
+            throw LifeboatError(
+                "tracker.volume-shrank",
+                "volume \(volume) (\(path)) shrank from \(base.volumeSize) to \(size) bytes since epoch \(base.epoch): "
+                    + "shrinking is not replicated; restore its size, or remove \(mapPath) to start over with an "
+                    + "initial sync"
+            )
+        }
+
+        let map = try scan(size: size)
+        let extents: [ChangedExtent]
+        switch base.reason {
+        case .rescan:
+            extents = size > 0 ? [ChangedExtent(offset: 0, length: size)] : []
+        case .initialSync, .incremental:
+            extents = Self.differences(map, base.map, volumeSize: size)
+        }
+
+        // Make the epoch durable before anyone can send it.
+        let epoch = lock.withLock { issuedEpoch } + 1
+        try EpochFile.write(epoch, to: epochPath)
+        lock.withLock {
+            issuedEpoch = epoch
+            pending.append(Pending(epoch: epoch, volumeSize: size, map: map))
+            if pending.count > options.maxOutstandingEpochs {
+                pending.removeFirst(pending.count - options.maxOutstandingEpochs)
+            }
+        }
+        return ChangeSet(
+            epoch: epoch,
+            baseEpoch: base.reason == .incremental ? base.epoch : 0,
+            volumeSize: size,
+            extents: extents,
+            reason: base.reason
+        )
+    }
+
+    public func read(_ extent: ChangedExtent, epoch: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        guard let entry = lock.withLock({ pending.first { $0.epoch == epoch } }) else {
+            throw unknownEpoch(epoch)
+        }
+        let bs = Int64(Fingerprint.blockSize)
+        let end = extent.offset + extent.length
+        guard extent.offset >= 0, extent.length > 0, extent.offset % bs == 0, end <= entry.volumeSize,
+            extent.length % bs == 0 || end == entry.volumeSize
+        else {
+            throw LifeboatError(
+                "tracker.bad-extent",
+                "extent \(extent) is not 4 KiB aligned inside volume \(volume) of \(entry.volumeSize) bytes "
+                    + "(epoch \(epoch))"
+            )
+        }
+        guard buffer.count >= Int(extent.length) else {
+            throw LifeboatError(
+                "tracker.bad-extent",
+                "a buffer of \(buffer.count) bytes cannot hold extent \(extent) of volume \(volume)"
+            )
+        }
+        let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(extent.length)])
+        let got = try SystemCalls.preadFully(device, into: target, at: extent.offset, path: path)
+        guard got == target.count else { throw shrankWhileReading(at: extent.offset + Int64(got)) }
+
+        let first = Int(extent.offset / bs)
+        let count = (target.count + Fingerprint.blockSize - 1) / Fingerprint.blockSize
+        var fingerprints = [Fingerprint]()
+        fingerprints.reserveCapacity(count)
+        for i in 0..<count {
+            let start = i * Fingerprint.blockSize
+            let block = UnsafeRawBufferPointer(
+                rebasing: target[start..<min(start + Fingerprint.blockSize, target.count)]
+            )
+            fingerprints.append(Fingerprint.ofPartial(block))
+        }
+        lock.withLock {
+            // Only while the epoch is still pending: an acknowledge in flight has taken its map already.
+            guard pending.contains(where: { $0.map === entry.map }) else { return }
+            for i in 0..<count { entry.map[first + i] = fingerprints[i] }
+        }
+    }
+
+    public func acknowledge(epoch: UInt64) throws {
+        let taken: [Pending]? = try lock.withLock { () throws(LifeboatError) -> [Pending]? in
+            guard !acknowledging else {
+                throw LifeboatError("tracker.busy", "an acknowledge of volume \(volume) is already running")
+            }
+            if epoch <= base.epoch { return nil }  // a duplicate: already durable
+            guard let index = pending.firstIndex(where: { $0.epoch == epoch }) else { throw unknownEpoch(epoch) }
+            let taken = Array(pending[...index])
+            pending.removeFirst(index + 1)
+            acknowledging = true
+            return taken
+        }
+        guard let taken, let entry = taken.last else { return }
+        defer { lock.withLock { acknowledging = false } }
+        do {
+            try FingerprintMapFile.write(
+                FingerprintMapFile.Contents(volumeSize: entry.volumeSize, epoch: epoch, map: entry.map),
+                volume: volume,
+                to: mapPath
+            )
+        } catch {
+            lock.withLock { pending = taken + pending }
+            throw LifeboatError(
+                "tracker.acknowledge-failed",
+                "cannot record epoch \(epoch) of volume \(volume) as acknowledged: its changes will be reported again",
+                cause: error
+            )
+        }
+        lock.withLock {
+            base = Base(map: entry.map, epoch: epoch, volumeSize: entry.volumeSize, reason: .incremental)
+        }
+    }
+
+    public func abandon(epoch: UInt64) {
+        lock.withLock { pending.removeAll { $0.epoch == epoch } }
+    }
+
+    // MARK: - Scanning
+
+    /// Reads the whole volume and fingerprints every block, `options.threads` chunks at a time.
+    private func scan(size: Int64) throws -> FingerprintMap {
+        let bs = Int64(Fingerprint.blockSize)
+        let map = FingerprintMap(count: Int((size + bs - 1) / bs))
+        let chunk = Int64(options.chunkSize)
+        let chunkCount = Int((size + chunk - 1) / chunk)
+        guard chunkCount > 0 else { return map }
+        let work = ScanWork(chunkCount: chunkCount)
+        let workers = min(options.threads, chunkCount)
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: options.chunkSize, alignment: 4096)
+            defer { buffer.deallocate() }
+            while let index = work.next() {
+                do {
+                    try fingerprintChunk(index, size: size, buffer: buffer, into: map)
+                } catch {
+                    work.fail(error)
+                    return
+                }
+            }
+        }
+        if let failure = work.failure { throw failure }
+        return map
+    }
+
+    private func fingerprintChunk(
+        _ index: Int,
+        size: Int64,
+        buffer: UnsafeMutableRawBufferPointer,
+        into map: FingerprintMap
+    )
+        throws
+    {
+        let bs = Fingerprint.blockSize
+        let offset = Int64(index) * Int64(options.chunkSize)
+        let want = Int(min(Int64(options.chunkSize), size - offset))
+        let got = try SystemCalls.preadFully(
+            device,
+            into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]),
+            at: offset,
+            path: path
+        )
+        guard got == want else { throw shrankWhileReading(at: offset + Int64(got)) }
+        let padded = (want + bs - 1) / bs * bs
+        if padded > want {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[want..<padded]).initializeMemory(
+                as: UInt8.self,
+                repeating: 0
+            )
+        }
+        let first = Int(offset / Int64(bs))
+        let raw = UnsafeRawBufferPointer(buffer)
+        for i in 0..<(padded / bs) {
+            map[first + i] = Fingerprint.of(UnsafeRawBufferPointer(rebasing: raw[(i * bs)..<((i + 1) * bs)]))
+        }
+    }
+
+    /// The blocks whose fingerprint differs from the base (a block the base lacks counts as zeros), coalesced.
+    static func differences(_ map: FingerprintMap, _ base: FingerprintMap?, volumeSize: Int64) -> [ChangedExtent] {
+        let bs = Int64(Fingerprint.blockSize)
+        let zero = Fingerprint.zero
+        let baseCount = base?.count ?? 0
+        var extents: [ChangedExtent] = []
+        var runStart = -1
+        func close(_ end: Int) {
+            let offset = Int64(runStart) * bs
+            extents.append(ChangedExtent(offset: offset, length: min(Int64(end) * bs, volumeSize) - offset))
+            runStart = -1
+        }
+        for block in 0..<map.count {
+            let old = block < baseCount ? base![block] : zero
+            if map[block] != old {
+                if runStart < 0 { runStart = block }
+            } else if runStart >= 0 {
+                close(block)
+            }
+        }
+        if runStart >= 0 { close(map.count) }
+        return extents
+    }
+
+    // MARK: - Errors
+
+    private func unknownEpoch(_ epoch: UInt64) -> LifeboatError {
+        LifeboatError(
+            "tracker.unknown-epoch",
+            "epoch \(epoch) of volume \(volume) is not outstanding (never collected, abandoned, superseded, or from "
+                + "before a restart): collect again"
+        )
+    }
+
+    private func shrankWhileReading(at offset: Int64) -> LifeboatError {
+        LifeboatError(
+            "tracker.volume-shrank",
+            "volume \(volume) (\(path)) ended at \(offset) bytes while being read: it shrank; collect again"
+        )
+    }
+}
+
+/// Hands out chunk indexes to scan workers and keeps the first failure.
+private final class ScanWork: @unchecked Sendable {
+    private let lock = PlainLock()
+    private let chunkCount: Int
+    private var nextIndex = 0
+    private(set) var failure: (any Error)?
+
+    init(chunkCount: Int) { self.chunkCount = chunkCount }
+
+    func next() -> Int? {
+        lock.withLock {
+            guard failure == nil, nextIndex < chunkCount else { return nil }
+            defer { nextIndex += 1 }
+            return nextIndex
+        }
+    }
+
+    func fail(_ error: any Error) {
+        lock.withLock { if failure == nil { failure = error } }
+    }
+}

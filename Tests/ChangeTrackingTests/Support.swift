@@ -1,0 +1,116 @@
+import ChangeTracking
+import Foundation
+import LifeboatCore
+import LifeboatTesting
+import Testing
+
+let KiB = 1 << 10
+let MiB = 1 << 20
+let block = 4096
+
+/// A volume image and a tracker state directory in one temporary directory.
+final class TrackerFixture {
+    let dir: TemporaryDirectory
+    let volumePath: String
+    let stateDir: String
+    let volumeID: String
+
+    init(size: Int, seed: UInt64 = 1, volumeID: String = "vm-1:sda") throws {
+        dir = try TemporaryDirectory(prefix: "lifeboat-ct")
+        volumePath = dir.child("disk.img")
+        stateDir = dir.child("state")
+        self.volumeID = volumeID
+        try FileTools.write(volumePath, TestImage.mixed(size: size, seed: seed))
+    }
+
+    func tracker(_ options: ScanTracker.Options = .init(), path: String? = nil) throws -> ScanTracker {
+        try ScanTracker(volume: volumeID, path: path ?? volumePath, stateDirectory: stateDir, options: options)
+    }
+
+    func contents() throws -> [UInt8] { try FileTools.read(volumePath) }
+
+    /// Overwrites block `index` with random bytes (never equal to what was there).
+    func scribble(block index: Int, rng: inout SeededRandom) throws {
+        try FileTools.write(volumePath, rng.bytes(block), at: Int64(index * block))
+    }
+}
+
+/// Coalesced extents of a set of 4 KiB blocks (written independently of the tracker's own coalescing).
+func extents(ofBlocks blocks: some Sequence<Int>, volumeSize: Int) -> [ChangedExtent] {
+    var out: [ChangedExtent] = []
+    for b in Set(blocks).sorted() {
+        let start = Int64(b * block)
+        let end = min(Int64((b + 1) * block), Int64(volumeSize))
+        if let last = out.last, last.end == start {
+            out[out.count - 1].length += end - start
+        } else {
+            out.append(ChangedExtent(offset: start, length: end - start))
+        }
+    }
+    return out
+}
+
+/// The indexes of the blocks of `bytes` that are not all zero (a last partial block counts).
+func nonZeroBlocks(_ bytes: [UInt8]) -> [Int] {
+    var out: [Int] = []
+    var start = 0
+    while start < bytes.count {
+        let end = min(start + block, bytes.count)
+        if bytes[start..<end].contains(where: { $0 != 0 }) { out.append(start / block) }
+        start = end
+    }
+    return out
+}
+
+/// Runs an executable, returns (status, stdout, stderr).
+@discardableResult
+func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+/// A receiver that builds each epoch from the state it acknowledged as the change set's base, reading the
+/// extents through the tracker: what a replication server does, in memory.
+final class ModelReceiver {
+    /// States by epoch; epoch 0 is the empty volume.
+    private(set) var states: [UInt64: [UInt8]] = [0: []]
+
+    /// Applies a change set, reading its extents through the tracker; returns the new state.
+    @discardableResult
+    func apply(_ set: ChangeSet, from tracker: any ChangeTracker) throws -> [UInt8] {
+        let base = try #require(states[set.baseEpoch], "receiver has no state for base epoch \(set.baseEpoch)")
+        var state = base
+        if state.count < Int(set.volumeSize) {
+            state += [UInt8](repeating: 0, count: Int(set.volumeSize) - state.count)
+        }
+        for extent in set.extents {
+            var buffer = [UInt8](repeating: 0, count: Int(extent.length))
+            try buffer.withUnsafeMutableBytes { try tracker.read(extent, epoch: set.epoch, into: $0) }
+            state.replaceSubrange(Int(extent.offset)..<Int(extent.end), with: buffer)
+        }
+        states[set.epoch] = state
+        return state
+    }
+}
+
+/// The code of the `LifeboatError` `body` throws, or nil if it does not throw.
+func thrownCode(_ body: () throws -> Void) -> String? {
+    do {
+        try body()
+        return nil
+    } catch let e as LifeboatError {
+        return e.code.rawValue
+    } catch {
+        return "not a LifeboatError: \(error)"
+    }
+}
