@@ -87,7 +87,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LifeboatCLITests",
-            dependencies: ["StagingStore", "LifeboatCore", "LifeboatTesting"]
+            dependencies: ["StagingStore", "ChangeTracking", "LifeboatCore", "LifeboatTesting"]
         ),
     ]
 )
