@@ -69,6 +69,15 @@ struct CLITests {
         try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 
+    /// A 16 MiB tmpfs at `dir/small`, to run out of space on purpose. Unmount it when done.
+    static func mountSmallTmpfs(in dir: String) throws -> String {
+        let mount = "\(dir)/small"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        let m = try run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", mount])
+        try #require(m.status == 0, "mount failed: \(m.stderr)")
+        return mount
+    }
+
     static func same(_ a: String, _ b: String) throws -> Bool {
         try run("/usr/bin/cmp", ["-s", a, b]).status == 0
     }
@@ -210,10 +219,7 @@ struct CLITests {
     @Test func fullDiskDuringIngest() throws {
         let dir = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let mount = "\(dir)/small"
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        let m = try Self.run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", mount])
-        try #require(m.status == 0, "mount failed: \(m.stderr)")
+        let mount = try Self.mountSmallTmpfs(in: dir)
         defer { _ = try? Self.run("/usr/bin/umount", [mount]) }
         let store = ["--store", "\(mount)/store", "--key-file", "\(dir)/key"]
         #expect(try Self.lifeboat(["store", "init"] + store).status == 0)
@@ -286,10 +292,7 @@ struct CLITests {
     @Test func sameProcessContinuesAfterFullDisk() throws {
         let dir = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let mount = "\(dir)/small"
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        let m = try Self.run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", mount])
-        try #require(m.status == 0, "mount failed: \(m.stderr)")
+        let mount = try Self.mountSmallTmpfs(in: dir)
         defer { _ = try? Self.run("/usr/bin/umount", [mount]) }
         let backend = LocalDirectoryBackend(root: "\(mount)/store")
         let key = MasterKeySource.keyFile(path: "\(dir)/key")
