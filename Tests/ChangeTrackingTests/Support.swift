@@ -4,8 +4,6 @@ import LifeboatCore
 import LifeboatTesting
 import Testing
 
-let KiB = 1 << 10
-let MiB = 1 << 20
 let block = 4096
 
 /// A volume image and a tracker state directory in one temporary directory.
@@ -65,18 +63,8 @@ func nonZeroBlocks(_ bytes: [UInt8]) -> [Int] {
 /// Runs an executable, returns (status, stdout, stderr).
 @discardableResult
 func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    let out = Pipe()
-    let err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    let r = try Processes.run(executable, arguments)
+    return (r.status, r.stdout, r.stderr)
 }
 
 /// A receiver that builds each epoch from the state it acknowledged as the change set's base, reading the

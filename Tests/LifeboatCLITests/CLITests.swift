@@ -1,16 +1,13 @@
 import Foundation
 import LifeboatCore
+import LifeboatTesting
 import StagingStore
 import Testing
 
 /// End-to-end tests of `lifeboat store …`: the real binary, real files, real block devices, real qemu-img.
 @Suite(.serialized)
 struct CLITests {
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
+    typealias Result = ProcessResult
 
     /// The `lifeboat` binary next to the test bundle.
     static var binary: String {
@@ -24,26 +21,8 @@ struct CLITests {
     }
 
     @discardableResult
-    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        p.environment = env
-        let out = Pipe()
-        let err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(
-            status: p.terminationStatus,
-            stdout: String(decoding: o, as: UTF8.self),
-            stderr: String(decoding: e, as: UTF8.self)
-        )
+    static func run(_ executable: String, _ arguments: [String]) throws -> Result {
+        try Processes.run(executable, arguments)
     }
 
     static func lifeboat(_ arguments: [String]) throws -> Result { try run(binary, arguments) }

@@ -3,8 +3,6 @@ import LifeboatTesting
 import StagingStore
 import Testing
 
-let KiB = 1 << 10
-let MiB = 1 << 20
 let blockSize = 4096
 
 /// A store in its own temporary directory, with a key file and a manual clock.

@@ -21,7 +21,6 @@ final class BlobRepository: @unchecked Sendable {
     private var reserved = Set<BlobID>()
     private var currentPack: (number: UInt32, writer: any ObjectWriter, entries: [BlobEntry])?
     private var packsOfThisCommit: [(name: [UInt8], entries: [BlobEntry])] = []
-    private(set) var bytesAddedThisCommit: UInt64 = 0
 
     init(backend: any StoreBackend, cipher: BlobCipher) {
         self.backend = backend
@@ -30,17 +29,11 @@ final class BlobRepository: @unchecked Sendable {
 
     // MARK: Index
 
-    var count: Int { lock.withLock { entries.count } }
-
     func location(of id: BlobID) -> BlobLocation? { lock.withLock { entries[id] } }
 
     func contains(_ id: BlobID) -> Bool { lock.withLock { entries[id] != nil } }
 
     func packName(_ number: UInt32) -> String { lock.withLock { hexString(packNames[Int(number)]) } }
-
-    func packNumber(_ name: [UInt8]) -> UInt32 {
-        lock.withLock { number(forPack: name) }
-    }
 
     private func number(forPack name: [UInt8]) -> UInt32 {
         if let n = packNumbers[name] { return n }
@@ -242,7 +235,6 @@ final class BlobRepository: @unchecked Sendable {
                 compressed: compressed
             )
         )
-        bytesAddedThisCommit += UInt64(sealed.count)
         if currentPack!.writer.bytesWritten >= StoreFormat.packTargetSize {
             try finishPackLocked()
         }
@@ -294,7 +286,6 @@ final class BlobRepository: @unchecked Sendable {
             let w = packsOfThisCommit
             packsOfThisCommit = []
             reserved.removeAll()
-            bytesAddedThisCommit = 0
             return w
         }
     }
@@ -321,7 +312,6 @@ final class BlobRepository: @unchecked Sendable {
             }
             packsOfThisCommit = []
             reserved.removeAll()
-            bytesAddedThisCommit = 0
         }
     }
 }

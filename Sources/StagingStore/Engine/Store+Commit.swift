@@ -57,7 +57,6 @@ extension Store {
                 let name = hexString(SystemCalls.randomBytes(16))
                 let plain = IndexFormat.encode(written)
                 try backend.put(.index, name, try cipher.seal(plain, kind: .indexFile, context: Array(name.utf8)))
-                stateLock.withLock { indexFileNames.append(name) }
                 try backend.barrier()
             }
             var now = clock.now()

@@ -189,7 +189,6 @@ extension Store {
         try backend.barrier()
         for g in newGroups { reclaimed -= (try? backend.size(.pack, hexString(g.name))) ?? 0 }
         blobs.replaceAll(with: finalGroups)
-        stateLock.withLock { indexFileNames = [indexName] }
         logger.info(
             "garbage collected",
             metadata: ["reclaimed": "\(reclaimed)", "deleted": "\(deleteNames.count)", "rewritten": "\(rewrite.count)"]

@@ -29,7 +29,6 @@ public final class Store: @unchecked Sendable {
     private var pinsByName: [String: Pin] = [:]
     /// Metadata objects that could not be read at open (damaged index files, commit records, pins).
     private(set) var damagedObjects: [(kind: ObjectKind, name: String, error: any Error)] = []
-    var indexFileNames: [String] = []
     var commitInProgress = false
 
     // MARK: Creating and opening
@@ -181,7 +180,6 @@ public final class Store: @unchecked Sendable {
                 damaged.append((.index, name, error))
             }
         }
-        indexFileNames = indexNames
         var commits: [PointID: CommitRecord] = [:]
         for name in try backend.list(.commit) {
             do {
