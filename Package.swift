@@ -14,6 +14,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // Domain values and pure logic: no I/O, no heavy dependencies.
@@ -60,6 +66,68 @@ let package = Package(
         // The agent ↔ replication server wire protocol: messages, frame codec, session state machines (pure).
         .target(name: "ReplicationProtocol", dependencies: ["LifeboatCore"]),
 
+        // Persistent control-plane state (SQLite through GRDB, with migrations): machines, enrollment tokens,
+        // revoked certificates, replication status.
+        .target(
+            name: "Catalog",
+            dependencies: ["LifeboatCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+
+        // What agent and server share on the wire below the protocol: the certificate authority, CSRs and
+        // certificates (swift-certificates), TLS 1.3 configurations, NIO channel handlers for frames.
+        .target(
+            name: "ReplicationTransport",
+            dependencies: [
+                "LifeboatCore",
+                "LifeboatSystem",
+                "ReplicationProtocol",
+                "CZstd",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // The replication server: accepts agent sessions, writes the staging store, records state in the catalog.
+        .target(
+            name: "ReplicationServer",
+            dependencies: [
+                "LifeboatCore",
+                "LifeboatSystem",
+                "StagingStore",
+                "Catalog",
+                "ReplicationProtocol",
+                "ReplicationTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // The source-side service: volumes, change trackers, consistent capture (FIFREEZE), throttled upload.
+        .target(
+            name: "Agent",
+            dependencies: [
+                "LifeboatCore",
+                "LifeboatSystem",
+                "CLinuxShims",
+                "ChangeTracking",
+                "ReplicationProtocol",
+                "ReplicationTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // Fixtures shared by tests and benchmarks: temporary directories, generated images, child processes.
         .target(
             name: "LifeboatTesting",
@@ -72,7 +140,13 @@ let package = Package(
             dependencies: [
                 "LifeboatCore",
                 "StagingStore",
+                "Catalog",
+                "ReplicationTransport",
+                "ReplicationServer",
+                "Agent",
                 "LifeboatTesting",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -81,6 +155,19 @@ let package = Package(
         .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore"]),
         .testTarget(name: "ChangeTrackingTests", dependencies: ["ChangeTracking", "LifeboatCore", "LifeboatTesting"]),
         .testTarget(name: "ReplicationProtocolTests", dependencies: ["ReplicationProtocol", "LifeboatCore"]),
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog", "LifeboatCore", "LifeboatTesting"]),
+        .testTarget(
+            name: "ReplicationTransportTests",
+            dependencies: ["ReplicationTransport", "ReplicationProtocol", "LifeboatCore", "LifeboatTesting"]
+        ),
+        .testTarget(
+            name: "ReplicationTests",
+            dependencies: ["StagingStore", "Catalog", "LifeboatCore", "LifeboatTesting"]
+        ),
+        .testTarget(
+            name: "AgentTests",
+            dependencies: ["Agent", "ChangeTracking", "LifeboatCore", "LifeboatSystem", "LifeboatTesting"]
+        ),
         .testTarget(
             name: "StagingStoreTests",
             dependencies: ["StagingStore", "LifeboatCore", "LifeboatTesting"]

@@ -125,6 +125,15 @@ public protocol ChangeTracker: AnyObject, Sendable {
     /// Everything that changed since the last acknowledged epoch, under a new epoch.
     func collect() throws -> ChangeSet
 
+    /// What changed since the agent read the extents of the outstanding epoch `epoch`, under a new epoch.
+    ///
+    /// For a capture in rounds: the receiver applies the extents of `epoch` and then these to the same base,
+    /// all in one commit, so the returned change set has `epoch`'s `baseEpoch` and reason, and acknowledging
+    /// the new epoch retires `epoch` as well. Every extent of `epoch` must have been read before this call.
+    /// Called while the machine's filesystems are frozen, it must be quick for the eBPF tracker (a bitmap swap)
+    /// and costs a full scan for `ScanTracker`. Throws `tracker.unknown-epoch` when `epoch` is not outstanding.
+    func collect(since epoch: UInt64) throws -> ChangeSet
+
     /// Reads `extent` (4 KiB aligned, inside the volume as collected for `epoch`) into the first
     /// `extent.length` bytes of `buffer`. Throws `tracker.unknown-epoch` when the epoch was acknowledged,
     /// abandoned or never collected.
@@ -135,4 +144,8 @@ public protocol ChangeTracker: AnyObject, Sendable {
 
     /// The transfer of `epoch` will not complete: its changes stay pending.
     func abandon(epoch: UInt64)
+
+    /// The receiver no longer holds the acknowledged state (pruned, lost): forget it, durably, so that the
+    /// next `collect` reports a rescan (the whole volume from base epoch 0). Outstanding epochs are dropped.
+    func invalidate(reason: String) throws
 }

@@ -67,6 +67,9 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
 
     private let device: FileDescriptor
     private let lockFile: FileDescriptor
+    /// A block device's page cache is not kept coherent with writes a mounted filesystem sends to the device
+    /// for file data: cached pages are dropped before every read so the bytes come from the device.
+    private let isBlockDevice: Bool
 
     /// The acknowledged state: what `collect` compares with.
     private struct Base {
@@ -140,6 +143,8 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         }
         self.lockFile = lockFile
         self.device = device
+        var info = stat()
+        isBlockDevice = fstat(device.rawValue, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK
 
         do {
             if let contents = try FingerprintMapFile.read(mapPath, volume: volume) {
@@ -193,6 +198,15 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     // MARK: - ChangeTracker
 
     public func collect() throws -> ChangeSet {
+        try collect(relativeTo: nil)
+    }
+
+    public func collect(since epoch: UInt64) throws -> ChangeSet {
+        try collect(relativeTo: epoch)
+    }
+
+    /// A full scan compared with the acknowledged base (`since` nil) or with what an outstanding epoch read.
+    private func collect(relativeTo since: UInt64?) throws -> ChangeSet {
         try lock.withLock { () throws(LifeboatError) in
             guard !collecting else {
                 throw LifeboatError("tracker.busy", "a collect of volume \(volume) is already running")
@@ -212,13 +226,24 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             )
         }
 
+        var previous: Pending?
+        if let since {
+            previous = lock.withLock { pending.first { $0.epoch == since } }
+            guard let previous else { throw unknownEpoch(since) }
+            guard size >= previous.volumeSize else { throw shrankWhileReading(at: size) }
+        }
+
         let map = try scan(size: size)
         let extents: [ChangedExtent]
-        switch base.reason {
-        case .rescan:
-            extents = size > 0 ? [ChangedExtent(offset: 0, length: size)] : []
-        case .initialSync, .incremental:
-            extents = Self.differences(map, base.map, volumeSize: size)
+        if let previous {
+            extents = Self.differences(map, previous.map, volumeSize: size)
+        } else {
+            switch base.reason {
+            case .rescan:
+                extents = size > 0 ? [ChangedExtent(offset: 0, length: size)] : []
+            case .initialSync, .incremental:
+                extents = Self.differences(map, base.map, volumeSize: size)
+            }
         }
 
         // Make the epoch durable before anyone can send it.
@@ -262,6 +287,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             )
         }
         let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(extent.length)])
+        dropCache(offset: extent.offset, length: extent.length)
         let got = try SystemCalls.preadFully(device, into: target, at: extent.offset, path: path)
         guard got == target.count else { throw shrankWhileReading(at: extent.offset + Int64(got)) }
 
@@ -320,10 +346,26 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         lock.withLock { pending.removeAll { $0.epoch == epoch } }
     }
 
+    public func invalidate(reason: String) throws {
+        try SystemCalls.unlink(mapPath)
+        try SystemCalls.fsyncDirectory(stateDirectory)
+        lock.withLock {
+            pending.removeAll()
+            base = Base(map: nil, epoch: 0, volumeSize: 0, reason: .rescan(reason))
+        }
+    }
+
     // MARK: - Scanning
+
+    /// Drops clean cached pages of a block device (no-op for files): see `isBlockDevice`.
+    private func dropCache(offset: Int64, length: Int64) {
+        guard isBlockDevice else { return }
+        _ = posix_fadvise(device.rawValue, off_t(offset), off_t(length), POSIX_FADV_DONTNEED)
+    }
 
     /// Reads the whole volume and fingerprints every block, `options.threads` chunks at a time.
     private func scan(size: Int64) throws -> FingerprintMap {
+        dropCache(offset: 0, length: 0)
         let bs = Int64(Fingerprint.blockSize)
         let map = FingerprintMap(count: Int((size + bs - 1) / bs))
         let chunk = Int64(options.chunkSize)

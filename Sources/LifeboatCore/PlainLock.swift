@@ -28,3 +28,16 @@ public final class PlainLock: @unchecked Sendable {
         return try body()
     }
 }
+
+/// A value behind a lock, for the few fields a `Sendable` class changes after init.
+public final class LockedValue<T: Sendable>: @unchecked Sendable {
+    private let lock = PlainLock()
+    private var stored: T
+
+    public init(_ value: T) { stored = value }
+
+    public var value: T {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+}

@@ -75,3 +75,21 @@ extension SystemCalls {
         return fd
     }
 }
+
+extension SystemCalls {
+    /// Removes a file, or a directory with everything under it (symbolic links are removed, not followed).
+    /// A missing path is not an error.
+    public static func removeTree(_ path: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            if errno == ENOENT { return }
+            throw lastError("inspecting", path: path)
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            for entry in try listDirectory(path) { try removeTree(path + "/" + entry) }
+            guard rmdir(path) == 0 || errno == ENOENT else { throw lastError("removing directory", path: path) }
+        } else {
+            try unlink(path)
+        }
+    }
+}

@@ -9,16 +9,25 @@ public struct ProcessResult: Sendable {
     public var status: Int32
     public var stdout: String
     public var stderr: String
+
+    public init(status: Int32, stdout: String, stderr: String) {
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+    }
 }
 
 /// Runs real programs (the lifeboat binary, losetup, mount, qemu-img) for end-to-end tests.
 public enum Processes {
     /// Runs `executable` to its end (inheriting the environment) and captures its output.
     @discardableResult
-    public static func run(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws
+        -> ProcessResult
+    {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe()
         let err = Pipe()
         p.standardOutput = out

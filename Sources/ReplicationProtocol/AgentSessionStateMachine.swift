@@ -82,13 +82,26 @@ public struct AgentSessionStateMachine: Sendable {
     }
 
     /// Closes the current commit; the answer arrives as `committed` or `commitRejected`.
-    public mutating func endCommit(consistent: Bool, captureTime: Timestamp) throws -> [Action] {
+    /// `epochs`: per volume of the commit, in BEGIN_COMMIT's order, the tracker epoch of the state it creates.
+    public mutating func endCommit(consistent: Bool, captureTime: Timestamp, epochs: [UInt64]) throws -> [Action] {
         guard case .sending(let last, let sequence, _, let extents, let bytes) = state else {
             throw misuse("endCommit outside a commit")
         }
+        guard case .sending(_, _, let volumes, _, _) = state, volumes.count == epochs.count else {
+            throw misuse("endCommit with \(epochs.count) epochs")
+        }
         state = .awaitingAck(lastSequence: last, sequence: sequence)
         return [
-            .send(.endCommit(sequence: sequence, extents: extents, bytes: bytes, consistent: consistent, captureTime: captureTime))
+            .send(
+                .endCommit(
+                    sequence: sequence,
+                    extents: extents,
+                    bytes: bytes,
+                    consistent: consistent,
+                    captureTime: captureTime,
+                    epochs: epochs
+                )
+            )
         ]
     }
 

@@ -9,6 +9,8 @@ public enum FrameCodec {
     public static let maxExtentBytes = 4 << 20
     static let maxString = 1024
     static let maxVolumes = 256
+    /// The largest certificate or CSR carried by ENROLL / ENROLLED.
+    static let maxBlob = 16 << 10
 
     /// Encodes a message as one frame.
     public static func encode(_ message: Message) -> [UInt8] {
@@ -34,12 +36,14 @@ public enum FrameCodec {
             w.u8(encoding)
             w.u32(rawLength)
             w.bytes.append(contentsOf: data)
-        case .endCommit(let sequence, let extents, let bytes, let consistent, let time):
+        case .endCommit(let sequence, let extents, let bytes, let consistent, let time, let epochs):
             w.u64(sequence)
             w.u64(extents)
             w.u64(bytes)
             w.u8(consistent ? 1 : 0)
             w.u64(UInt64(bitPattern: time.nanoseconds))
+            w.u16(UInt16(min(epochs.count, FrameCodec.maxVolumes)))
+            for e in epochs.prefix(FrameCodec.maxVolumes) { w.u64(e) }
         case .commitAck(let sequence, let point, let time):
             w.u64(sequence)
             w.u64(point)
@@ -48,11 +52,12 @@ public enum FrameCodec {
             w.u64(sequence)
             w.string(code)
             w.string(message)
-        case .status(let state, let backlog, let synced, let total):
+        case .status(let state, let backlog, let synced, let total, let reason):
             w.u8(state.rawValue)
             w.u64(backlog)
             w.u64(synced)
             w.u64(total)
+            w.string(reason)
         case .settings(let settings):
             w.settings(settings)
         case .ping(let nonce), .pong(let nonce):
@@ -62,6 +67,13 @@ public enum FrameCodec {
             w.string(message)
         case .goodbye:
             break
+        case .enroll(let token, let machine, let csr):
+            w.string(token)
+            w.string(machine)
+            w.blob(csr)
+        case .enrolled(let certificate, let ca):
+            w.blob(certificate)
+            w.blob(ca)
         }
         let length = UInt32(w.bytes.count - 4)
         w.bytes[0] = UInt8(length >> 24)
@@ -115,7 +127,18 @@ public enum FrameCodec {
             let flag = try r.u8()
             guard flag <= 1 else { throw LifeboatError.malformed("end-commit has a bad consistency flag") }
             let time = Timestamp(nanoseconds: Int64(bitPattern: try r.u64()))
-            message = .endCommit(sequence: sequence, extents: extents, bytes: bytes, consistent: flag == 1, captureTime: time)
+            let count = Int(try r.u16())
+            guard count <= FrameCodec.maxVolumes else { throw LifeboatError.malformed("\(count) epochs is too many") }
+            var epochs: [UInt64] = []
+            for _ in 0..<count { epochs.append(try r.u64()) }
+            message = .endCommit(
+                sequence: sequence,
+                extents: extents,
+                bytes: bytes,
+                consistent: flag == 1,
+                captureTime: time,
+                epochs: epochs
+            )
         case .commitAck:
             message = .commitAck(
                 sequence: try r.u64(),
@@ -129,7 +152,13 @@ public enum FrameCodec {
             guard let state = ReplicationState(rawValue: stateByte) else {
                 throw LifeboatError.malformed("unknown replication state \(stateByte)")
             }
-            message = .status(state: state, backlogBytes: try r.u64(), syncedBytes: try r.u64(), totalBytes: try r.u64())
+            message = .status(
+                state: state,
+                backlogBytes: try r.u64(),
+                syncedBytes: try r.u64(),
+                totalBytes: try r.u64(),
+                reason: try r.string()
+            )
         case .settings:
             message = .settings(try r.settings())
         case .ping:
@@ -140,6 +169,10 @@ public enum FrameCodec {
             message = .error(code: try r.string(), message: try r.string())
         case .goodbye:
             message = .goodbye
+        case .enroll:
+            message = .enroll(token: try r.string(), machine: try r.string(), csr: try r.blob())
+        case .enrolled:
+            message = .enrolled(certificate: try r.blob(), ca: try r.blob())
         }
         guard r.isAtEnd else {
             throw LifeboatError.malformed("\(type) frame has \(r.remaining) trailing bytes")
@@ -206,7 +239,13 @@ struct WireWriter {
         for v in list.prefix(FrameCodec.maxVolumes) {
             string(v.name)
             u64(UInt64(bitPattern: v.size))
+            u64(v.baseEpoch)
         }
+    }
+    mutating func blob(_ b: [UInt8]) {
+        let n = min(b.count, FrameCodec.maxBlob)
+        u16(UInt16(n))
+        bytes.append(contentsOf: b.prefix(n))
     }
     mutating func settings(_ s: AgentSettings) {
         u32(s.throttleMbps)
@@ -261,9 +300,15 @@ struct WireReader {
             let name = try string()
             let size = Int64(bitPattern: try u64())
             guard size >= 0 else { throw LifeboatError.malformed("volume \(name) has a negative size") }
-            out.append(VolumeInfo(name: name, size: size))
+            out.append(VolumeInfo(name: name, size: size, baseEpoch: try u64()))
         }
         return out
+    }
+
+    mutating func blob() throws -> [UInt8] {
+        let n = Int(try u16())
+        guard n <= FrameCodec.maxBlob else { throw LifeboatError.malformed("a blob of \(n) bytes is too long") }
+        return Array(try take(n))
     }
 
     mutating func settings() throws -> AgentSettings {

@@ -4,10 +4,15 @@ public import LifeboatCore
 public struct VolumeInfo: Sendable, Hashable {
     public var name: String
     public var size: Int64
+    /// In BEGIN_COMMIT: the state of the volume the commit's extents apply to, named by the tracker epoch
+    /// that the server recorded with it (`VolumeState.sourceEpoch`); 0 = an empty, all-zero volume (initial
+    /// sync, rescan). Unused (0) in HELLO.
+    public var baseEpoch: UInt64
 
-    public init(name: String, size: Int64) {
+    public init(name: String, size: Int64, baseEpoch: UInt64 = 0) {
         self.name = name
         self.size = size
+        self.baseEpoch = baseEpoch
     }
 }
 
@@ -66,13 +71,22 @@ public enum Message: Sendable, Equatable {
     /// Agent → server: the commit is complete. `extents` and `bytes` (raw) let the server check it got
     /// everything; `consistent` says whether the capture was crash-consistent (frozen); `captureTime` is
     /// the instant the point represents.
-    case endCommit(sequence: UInt64, extents: UInt64, bytes: UInt64, consistent: Bool, captureTime: Timestamp)
+    /// `epochs` (one per volume of BEGIN_COMMIT, in its order) name the states the commit creates.
+    case endCommit(
+        sequence: UInt64,
+        extents: UInt64,
+        bytes: UInt64,
+        consistent: Bool,
+        captureTime: Timestamp,
+        epochs: [UInt64]
+    )
     /// Server → agent: the commit is durable. The agent may forget its changes now.
     case commitAck(sequence: UInt64, point: UInt64, time: Timestamp)
     /// Server → agent: the commit was not stored; nothing of it is visible. The agent keeps its changes.
     case commitFailed(sequence: UInt64, code: String, message: String)
     /// Agent → server: where replication stands, for the console.
-    case status(state: ReplicationState, backlogBytes: UInt64, syncedBytes: UInt64, totalBytes: UInt64)
+    /// `reason` says why (a stalled state's cause, why the last point is not crash-consistent); empty if none.
+    case status(state: ReplicationState, backlogBytes: UInt64, syncedBytes: UInt64, totalBytes: UInt64, reason: String)
     /// Server → agent: new settings.
     case settings(AgentSettings)
     case ping(nonce: UInt64)
@@ -81,6 +95,11 @@ public enum Message: Sendable, Equatable {
     case error(code: String, message: String)
     /// Either side: a clean close.
     case goodbye
+    /// Agent → server, first and only frame of an enrollment connection (no client certificate): the
+    /// one-time token, the machine's name and a certificate signing request (DER) for its own key.
+    case enroll(token: String, machine: String, csr: [UInt8])
+    /// Server → agent: the signed client certificate and the CA certificate (both DER); the server closes.
+    case enrolled(certificate: [UInt8], ca: [UInt8])
 
     public var type: MessageType {
         switch self {
@@ -97,6 +116,8 @@ public enum Message: Sendable, Equatable {
         case .pong: .pong
         case .error: .error
         case .goodbye: .goodbye
+        case .enroll: .enroll
+        case .enrolled: .enrolled
         }
     }
 }
@@ -116,6 +137,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case pong = 11
     case error = 12
     case goodbye = 13
+    case enroll = 14
+    case enrolled = 15
 }
 
 /// The protocol version this code speaks.

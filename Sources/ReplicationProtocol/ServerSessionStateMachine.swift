@@ -10,13 +10,15 @@ public struct ServerSessionStateMachine: Sendable {
         case send(Message)
         /// Check the machine (enrolled, not removed) and answer `machineAccepted` or `machineRejected`.
         case authorize(machine: String, volumes: [VolumeInfo])
+        /// Redeem the token and sign the CSR; answer `enrollSucceeded` or `enrollFailed`.
+        case enroll(token: String, machine: String, csr: [UInt8])
         case beginCommit(machine: String, sequence: UInt64, volumes: [VolumeInfo])
         case writeExtent(volume: String, offset: UInt64, encoding: UInt8, rawLength: UInt32, data: [UInt8])
         /// Everything arrived: make the commit durable, then call `commitSucceeded` or `commitFailed`.
-        case finishCommit(sequence: UInt64, consistent: Bool, captureTime: Timestamp)
+        case finishCommit(sequence: UInt64, consistent: Bool, captureTime: Timestamp, epochs: [UInt64])
         /// Drop the commit in progress; nothing of it becomes visible.
         case abandonCommit(sequence: UInt64)
-        case recordStatus(state: ReplicationState, backlogBytes: UInt64, syncedBytes: UInt64, totalBytes: UInt64)
+        case recordStatus(state: ReplicationState, backlogBytes: UInt64, syncedBytes: UInt64, totalBytes: UInt64, reason: String)
         /// Close the connection; `reason` (nil for a clean close) is for the log.
         case close(reason: CloseReason?)
     }
@@ -30,6 +32,7 @@ public struct ServerSessionStateMachine: Sendable {
 
     enum State: Sendable, Equatable {
         case awaitingHello
+        case enrolling(machine: String)
         case authorizing(machine: String)
         case ready(machine: String, lastSequence: UInt64)
         case receiving(machine: String, lastSequence: UInt64, commit: Commit)
@@ -38,8 +41,13 @@ public struct ServerSessionStateMachine: Sendable {
     }
 
     private(set) var state: State = .awaitingHello
+    /// The machine named by the client certificate the peer presented in the TLS handshake (its common
+    /// name), nil when it presented none. Without one the peer may only enroll.
+    public let certifiedMachine: String?
 
-    public init() {}
+    public init(certifiedMachine: String?) {
+        self.certifiedMachine = certifiedMachine
+    }
 
     public var isClosed: Bool { state == .closed }
 
@@ -47,6 +55,7 @@ public struct ServerSessionStateMachine: Sendable {
     public var machine: String? {
         switch state {
         case .awaitingHello, .closed: nil
+        case .enrolling(let m): m
         case .authorizing(let m), .ready(let m, _), .receiving(let m, _, _), .committing(let m, _, _): m
         }
     }
@@ -75,6 +84,22 @@ public struct ServerSessionStateMachine: Sendable {
                     )
                 )
             }
+            guard let certified = certifiedMachine else {
+                return fail(
+                    LifeboatError(
+                        "auth.certificate-required",
+                        "this connection presented no client certificate: enroll the agent first with `lifeboat agent enroll`"
+                    )
+                )
+            }
+            guard certified == machine else {
+                return fail(
+                    LifeboatError(
+                        "auth.machine-mismatch",
+                        "the agent says it is '\(machine)' but its certificate was issued to '\(certified)'"
+                    )
+                )
+            }
             do {
                 try Names.validate(machine, kind: "machine")
                 try Self.validate(volumes)
@@ -83,16 +108,26 @@ public struct ServerSessionStateMachine: Sendable {
             }
             state = .authorizing(machine: machine)
             return [.authorize(machine: machine, volumes: volumes)]
+        case (.awaitingHello, .enroll(let token, let machine, let csr)):
+            do {
+                try Names.validate(machine, kind: "machine")
+            } catch {
+                return fail(error as? LifeboatError ?? .protocolViolation("\(error)"))
+            }
+            state = .enrolling(machine: machine)
+            return [.enroll(token: token, machine: machine, csr: csr)]
         case (.awaitingHello, _):
             return fail(.protocolViolation("the first frame must be HELLO, got \(message.type)"))
 
+        case (.enrolling, _):
+            return fail(.protocolViolation("\(message.type) during enrollment"))
         case (_, .ping(let nonce)):
             return [.send(.pong(nonce: nonce))]
         case (_, .pong):
             return []
-        case (_, .status(let s, let backlog, let synced, let total)):
+        case (_, .status(let s, let backlog, let synced, let total, let reason)):
             if case .authorizing = state { return fail(.protocolViolation("STATUS before WELCOME")) }
-            return [.recordStatus(state: s, backlogBytes: backlog, syncedBytes: synced, totalBytes: total)]
+            return [.recordStatus(state: s, backlogBytes: backlog, syncedBytes: synced, totalBytes: total, reason: reason)]
         case (.receiving(_, _, let commit), .goodbye):
             state = .closed
             return [.abandonCommit(sequence: commit.sequence), .close(reason: nil)]
@@ -135,7 +170,10 @@ public struct ServerSessionStateMachine: Sendable {
             state = .receiving(machine: machine, lastSequence: last, commit: commit)
             return [.writeExtent(volume: volume.name, offset: offset, encoding: encoding, rawLength: rawLength, data: data)]
 
-        case (.receiving(let machine, let last, let commit), .endCommit(let sequence, let extents, let bytes, let consistent, let time)):
+        case (
+            .receiving(let machine, let last, let commit),
+            .endCommit(let sequence, let extents, let bytes, let consistent, let time, let epochs)
+        ):
             guard sequence == commit.sequence, extents == commit.extents, bytes == commit.bytes else {
                 return fail(
                     .protocolViolation(
@@ -144,8 +182,14 @@ public struct ServerSessionStateMachine: Sendable {
                     abandoning: commit.sequence
                 )
             }
+            guard epochs.count == commit.volumes.count else {
+                return fail(
+                    .protocolViolation("END_COMMIT names \(epochs.count) epochs for \(commit.volumes.count) volumes"),
+                    abandoning: commit.sequence
+                )
+            }
             state = .committing(machine: machine, lastSequence: last, sequence: sequence)
-            return [.finishCommit(sequence: sequence, consistent: consistent, captureTime: time)]
+            return [.finishCommit(sequence: sequence, consistent: consistent, captureTime: time, epochs: epochs)]
 
         case (.receiving(_, _, let commit), _):
             return fail(.protocolViolation("\(message.type) inside commit \(commit.sequence)"), abandoning: commit.sequence)
@@ -171,6 +215,18 @@ public struct ServerSessionStateMachine: Sendable {
 
     public mutating func machineRejected(_ error: LifeboatError) -> [Action] {
         guard case .authorizing = state else { return [] }
+        return fail(error)
+    }
+
+    /// The token was redeemed and the certificate signed: hand it over and close.
+    public mutating func enrollSucceeded(certificate: [UInt8], ca: [UInt8]) -> [Action] {
+        guard case .enrolling = state else { return [] }
+        state = .closed
+        return [.send(.enrolled(certificate: certificate, ca: ca)), .close(reason: nil)]
+    }
+
+    public mutating func enrollFailed(_ error: LifeboatError) -> [Action] {
+        guard case .enrolling = state else { return [] }
         return fail(error)
     }
 

@@ -3,21 +3,32 @@ import LifeboatCore
 import Logging
 
 @main
-struct Lifeboat: ParsableCommand {
-    static func main() {
+struct Lifeboat: AsyncParsableCommand {
+    static func main() async {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = ProcessEnvironment.verbose ? .debug : .warning
+            handler.logLevel = ProcessEnvironment.logLevel
             return handler
         }
-        Self.main(nil)
+        do {
+            var command = try parseAsRoot(nil)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
     }
 
     static let configuration = CommandConfiguration(
         commandName: "lifeboat",
         abstract: "Disaster recovery for Linux servers: block-level replication, recovery points, instant launch.",
-        version: "0.1.0",
-        subcommands: [StoreCommand.self]
+        version: "0.3.0",
+        subcommands: [
+            ServerCommand.self, TokensCommand.self, MachinesCommand.self, AgentCommand.self, StoreCommand.self,
+        ]
     )
 }
 
@@ -25,6 +36,17 @@ struct Lifeboat: ParsableCommand {
 func run(_ body: () throws -> Void) throws {
     do {
         try body()
+    } catch let error as LifeboatError {
+        printError("lifeboat: error: \(error.description)")
+        if ProcessEnvironment.verbose { printError(error.detailedDescription()) }
+        throw ExitCode(1)
+    }
+}
+
+/// `run` for async command bodies.
+func runAsync(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
     } catch let error as LifeboatError {
         printError("lifeboat: error: \(error.description)")
         if ProcessEnvironment.verbose { printError(error.detailedDescription()) }

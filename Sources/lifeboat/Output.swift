@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+import LifeboatCore
+import Logging
 
 enum ProcessEnvironment {
     static func value(_ name: String) -> String? {
@@ -9,6 +11,16 @@ enum ProcessEnvironment {
     }
 
     static var verbose: Bool { value("LIFEBOAT_VERBOSE") == "1" }
+
+    /// Daemons (`server run`, `agent run`) log at info unless LIFEBOAT_LOG_LEVEL says otherwise; one-shot
+    /// commands log warnings only, and everything with LIFEBOAT_VERBOSE=1.
+    static var logLevel: Logger.Level {
+        if verbose { return .debug }
+        if let text = value("LIFEBOAT_LOG_LEVEL"), let level = Logger.Level(rawValue: text) { return level }
+        let args = CommandLine.arguments
+        if args.count >= 3, ["server", "agent"].contains(args[1]), args[2] == "run" { return .info }
+        return .warning
+    }
 }
 
 func printError(_ text: String) {
@@ -52,4 +64,23 @@ func jsonString(_ s: String) -> String {
         }
     }
     return out + "\""
+}
+
+extension ProcessEnvironment {
+    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "localhost" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Parses durations like `90s`, `30m`, `24h`, `7d` into seconds.
+func parseDuration(_ text: String) throws -> Int64 {
+    let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+    guard let unit = text.last, let factor = units[unit], let n = Int64(text.dropLast()), n > 0 else {
+        throw LifeboatError("cli.bad-duration", "'\(text)' is not a duration: use e.g. 30m, 24h or 7d")
+    }
+    return n * factor
 }

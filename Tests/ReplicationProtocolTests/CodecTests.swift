@@ -22,18 +22,21 @@ let sampleMessages: [Message] = [
         volumes: [VolumeInfo(name: "sda", size: 8 << 30), VolumeInfo(name: "sdb", size: 4096)]
     ),
     .welcome(protocolVersion: 1, settings: AgentSettings(throttleMbps: 100, maxFreezeMilliseconds: 250), lastCommittedSequence: 41),
-    .beginCommit(sequence: 42, volumes: [VolumeInfo(name: "sda", size: 8 << 30)]),
+    .beginCommit(sequence: 42, volumes: [VolumeInfo(name: "sda", size: 8 << 30), VolumeInfo(name: "sdb", size: 4096, baseEpoch: 99)]),
     .extent(volume: 0, offset: 8192, encoding: 0, rawLength: 4096, data: [UInt8](repeating: 7, count: 4096)),
     .extent(volume: 1, offset: 0, encoding: 1, rawLength: 65536, data: [1, 2, 3]),
-    .endCommit(sequence: 42, extents: 2, bytes: 69632, consistent: true, captureTime: Timestamp(nanoseconds: 1_764_470_000_123_456_789)),
+    .endCommit(sequence: 42, extents: 2, bytes: 69632, consistent: true, captureTime: Timestamp(nanoseconds: 1_764_470_000_123_456_789), epochs: [7, 0]),
     .commitAck(sequence: 42, point: 0xDEAD_BEEF, time: Timestamp(nanoseconds: 5)),
     .commitFailed(sequence: 42, code: "io.no-space", message: "no space left — free space"),
-    .status(state: .continuous, backlogBytes: 1, syncedBytes: 2, totalBytes: 3),
+    .status(state: .continuous, backlogBytes: 1, syncedBytes: 2, totalBytes: 3, reason: ""),
+    .status(state: .stalled, backlogBytes: 1, syncedBytes: 2, totalBytes: 3, reason: "freeze took 400 ms"),
     .settings(AgentSettings(throttleMbps: 0, maxFreezeMilliseconds: 500)),
     .ping(nonce: 9),
     .pong(nonce: 9),
     .error(code: "protocol.violation", message: "bad"),
     .goodbye,
+    .enroll(token: "lbt1.abc", machine: "db-01", csr: [UInt8](repeating: 0x30, count: 600)),
+    .enrolled(certificate: [1, 2, 3], ca: [4, 5]),
 ]
 
 @Suite("Frame codec")

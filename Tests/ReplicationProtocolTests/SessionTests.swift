@@ -25,7 +25,7 @@ func sent(_ actions: [Agent.Action]) -> [Message] {
 }
 
 func ready(last: UInt64 = 0) -> Server {
-    var s = Server()
+    var s = Server(certifiedMachine: "m1")
     _ = s.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
     _ = s.machineAccepted(settings: AgentSettings(), lastCommittedSequence: last)
     return s
@@ -40,7 +40,7 @@ struct SessionTests {
     @Test("agent and server drive a commit to an acknowledgement")
     func happyPath() throws {
         var agent = Agent()
-        var server = Server()
+        var server = Server(certifiedMachine: "m1")
         var toServer = try sent(agent.connected(agentVersion: "0.1", machine: "m1", volumes: volumes))
         let actions = server.received(toServer[0])
         #expect(actions == [.authorize(machine: "m1", volumes: volumes)])
@@ -57,8 +57,8 @@ struct SessionTests {
         toServer = try sent(agent.extent(volume: 1, offset: 8192, encoding: 0, rawLength: UInt32(tail.count), data: tail))
         #expect(server.received(toServer[0]).count == 1)
         let time = Timestamp(seconds: 1_764_470_000)
-        toServer = try sent(agent.endCommit(consistent: true, captureTime: time))
-        #expect(server.received(toServer[0]) == [.finishCommit(sequence: 7, consistent: true, captureTime: time)])
+        toServer = try sent(agent.endCommit(consistent: true, captureTime: time, epochs: [1, 2]))
+        #expect(server.received(toServer[0]) == [.finishCommit(sequence: 7, consistent: true, captureTime: time, epochs: [1, 2])])
         let ack = try sent(server.commitSucceeded(sequence: 7, point: 77, time: time))
         #expect(agent.received(ack[0]) == [.committed(sequence: 7, point: 77, time: time)])
         #expect(agent.isReady)
@@ -74,7 +74,7 @@ struct SessionTests {
         _ = try agent.connected(agentVersion: "t", machine: "m1", volumes: volumes)
         _ = agent.received(.welcome(protocolVersion: 1, settings: AgentSettings(), lastCommittedSequence: 0))
         for m in sent(try agent.beginCommit(sequence: 1, volumes: volumes)) { _ = server.received(m) }
-        for m in sent(try agent.endCommit(consistent: false, captureTime: Timestamp(seconds: 1))) { _ = server.received(m) }
+        for m in sent(try agent.endCommit(consistent: false, captureTime: Timestamp(seconds: 1), epochs: [1, 2])) { _ = server.received(m) }
         let failure = try sent(server.commitFailed(sequence: 1, error: LifeboatError("io.no-space", "disk full")))
         #expect(agent.received(failure[0]) == [.commitRejected(sequence: 1, reason: CloseReason(code: "io.no-space", message: "disk full"))])
         // Retry with the next sequence is accepted by the server (its last committed is still 0).
@@ -86,8 +86,8 @@ struct SessionTests {
         Message.extent(volume: 0, offset: 1 << 20, encoding: 0, rawLength: 4096, data: [UInt8](repeating: 0, count: 4096)),  // beyond the end
         Message.extent(volume: 5, offset: 0, encoding: 0, rawLength: 4096, data: [UInt8](repeating: 0, count: 4096)),  // unknown volume
         Message.extent(volume: 0, offset: 0, encoding: 0, rawLength: 100, data: [UInt8](repeating: 0, count: 100)),  // short, not at the end
-        Message.endCommit(sequence: 1, extents: 3, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0)),  // count mismatch
-        Message.endCommit(sequence: 2, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0)),  // wrong sequence
+        Message.endCommit(sequence: 1, extents: 3, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0), epochs: [1, 2]),  // count mismatch
+        Message.endCommit(sequence: 2, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0), epochs: [1, 2]),  // wrong sequence
         Message.beginCommit(sequence: 2, volumes: volumes),  // nested commit
         Message.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes),  // second hello
     ])
@@ -109,7 +109,7 @@ struct SessionTests {
         Message.welcome(protocolVersion: 1, settings: AgentSettings(), lastCommittedSequence: 0),
     ])
     func violationsBeforeHello(_ message: Message) {
-        var server = Server()
+        var server = Server(certifiedMachine: "m1")
         #expect(closes(server.received(message)))
         var afterHello = ready()
         if case .beginCommit = message { return }  // legal once ready
@@ -125,10 +125,10 @@ struct SessionTests {
             .hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: [volumes[0], volumes[0]]),
         ]
         for hello in hellos {
-            var server = Server()
+            var server = Server(certifiedMachine: "m1")
             #expect(closes(server.received(hello)), "\(hello)")
         }
-        var server = Server()
+        var server = Server(certifiedMachine: "m1")
         _ = server.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
         #expect(closes(server.machineRejected(LifeboatError("agent.revoked", "machine m1 was removed"))))
     }
@@ -141,14 +141,14 @@ struct SessionTests {
 
         var committing = ready()
         _ = committing.received(.beginCommit(sequence: 1, volumes: volumes))
-        _ = committing.received(.endCommit(sequence: 1, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0)))
+        _ = committing.received(.endCommit(sequence: 1, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0), epochs: [1, 2]))
         #expect(committing.connectionClosed().isEmpty)  // the store finishes it; the agent asks on reconnect
 
         var agent = Agent()
         _ = try agent.connected(agentVersion: "t", machine: "m1", volumes: volumes)
         _ = agent.received(.welcome(protocolVersion: 1, settings: AgentSettings(), lastCommittedSequence: 0))
         _ = try agent.beginCommit(sequence: 1, volumes: volumes)
-        _ = try agent.endCommit(consistent: true, captureTime: Timestamp(seconds: 0))
+        _ = try agent.endCommit(consistent: true, captureTime: Timestamp(seconds: 0), epochs: [1, 2])
         let actions = agent.connectionClosed()
         guard case .closed(_, let pending) = actions.first else {
             Issue.record("expected closed, got \(actions)")
@@ -162,8 +162,8 @@ struct SessionTests {
         var server = ready()
         #expect(server.received(.ping(nonce: 5)) == [.send(.pong(nonce: 5))])
         #expect(
-            server.received(.status(state: .backlog, backlogBytes: 10, syncedBytes: 1, totalBytes: 2))
-                == [.recordStatus(state: .backlog, backlogBytes: 10, syncedBytes: 1, totalBytes: 2)]
+            server.received(.status(state: .backlog, backlogBytes: 10, syncedBytes: 1, totalBytes: 2, reason: "busy"))
+                == [.recordStatus(state: .backlog, backlogBytes: 10, syncedBytes: 1, totalBytes: 2, reason: "busy")]
         )
         #expect(server.settingsChanged(AgentSettings(throttleMbps: 10)) == [.send(.settings(AgentSettings(throttleMbps: 10)))])
         var agent = Agent()
@@ -178,9 +178,9 @@ struct SessionTests {
     @Test("exhaustive: every message in every server state")
     func exhaustive() {
         let setups: [(String, () -> Server)] = [
-            ("new", { Server() }),
+            ("new", { Server(certifiedMachine: "m1") }),
             ("authorizing", {
-                var s = Server()
+                var s = Server(certifiedMachine: "m1")
                 _ = s.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
                 return s
             }),
@@ -193,7 +193,7 @@ struct SessionTests {
             ("committing", {
                 var s = ready()
                 _ = s.received(.beginCommit(sequence: 1, volumes: volumes))
-                _ = s.received(.endCommit(sequence: 1, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0)))
+                _ = s.received(.endCommit(sequence: 1, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0), epochs: [1, 2]))
                 return s
             }),
         ]
@@ -208,5 +208,54 @@ struct SessionTests {
                 if s.isClosed { #expect(s.received(.ping(nonce: 0)).isEmpty) }
             }
         }
+    }
+
+    @Test("without a client certificate a peer may only enroll; with one, only as the machine it names")
+    func certificateIdentity() throws {
+        var anonymous = Server(certifiedMachine: nil)
+        let refused = anonymous.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
+        #expect(refused.contains { if case .send(.error("auth.certificate-required", _)) = $0 { true } else { false } })
+        #expect(anonymous.isClosed)
+
+        var impostor = Server(certifiedMachine: "m2")
+        let mismatch = impostor.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
+        #expect(mismatch.contains { if case .send(.error("auth.machine-mismatch", _)) = $0 { true } else { false } })
+
+        var enrolling = Server(certifiedMachine: nil)
+        #expect(enrolling.received(.enroll(token: "t", machine: "m1", csr: [1])) == [.enroll(token: "t", machine: "m1", csr: [1])])
+        #expect(enrolling.machine == "m1")
+        #expect(enrolling.enrollSucceeded(certificate: [9], ca: [8]) == [.send(.enrolled(certificate: [9], ca: [8])), .close(reason: nil)])
+        #expect(enrolling.isClosed)
+
+        var badName = Server(certifiedMachine: nil)
+        #expect(closes(badName.received(.enroll(token: "t", machine: "../x", csr: [1]))))
+
+        var failing = Server(certifiedMachine: nil)
+        _ = failing.received(.enroll(token: "t", machine: "m1", csr: [1]))
+        let failed = failing.enrollFailed(LifeboatError("enroll.bad-token", "unknown token"))
+        #expect(failed.contains(.send(.error(code: "enroll.bad-token", message: "unknown token"))))
+        #expect(failing.isClosed)
+
+        // Nothing else is accepted while enrolling: one exchange per connection.
+        for message in sampleMessages {
+            var s = Server(certifiedMachine: nil)
+            _ = s.received(.enroll(token: "t", machine: "m1", csr: [1]))
+            let actions = s.received(message)
+            if case .ping = message { continue }
+            #expect(closes(actions) || actions.isEmpty, "\(message.type) during enrollment")
+        }
+    }
+
+    @Test("a commit names the state each volume builds on and the states it creates; a wrong count closes")
+    func epochsTravel() throws {
+        var server = ready()
+        let based = [VolumeInfo(name: "sda", size: 1 << 20, baseEpoch: 17), volumes[1]]
+        #expect(server.received(.beginCommit(sequence: 1, volumes: based)) == [.beginCommit(machine: "m1", sequence: 1, volumes: based)])
+        var wrong = server
+        let end = Message.endCommit(sequence: 1, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 3), epochs: [18, 4])
+        #expect(server.received(end) == [.finishCommit(sequence: 1, consistent: true, captureTime: Timestamp(seconds: 3), epochs: [18, 4])])
+        let short = wrong.received(.endCommit(sequence: 1, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 3), epochs: [18]))
+        #expect(closes(short))
+        #expect(short.contains(.abandonCommit(sequence: 1)))
     }
 }

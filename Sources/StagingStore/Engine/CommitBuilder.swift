@@ -2,7 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import Dispatch
-import LifeboatCore
+public import LifeboatCore
 import LifeboatSystem
 import SystemPackage
 
@@ -70,6 +70,71 @@ public final class CommitBuilder: @unchecked Sendable {
             volumeOrder.append(volume)
         }
     }
+
+    /// Makes `volume` an all-zero volume of `size` bytes in this commit, whatever the parent held: for a
+    /// sender whose change tracking restarted from nothing (initial sync after lost state, rescan), whose extents
+    /// apply to an empty volume. Call before writing extents of the volume; unlike `setSize`, it may shrink.
+    public func reset(volume: String, size: Int64) throws {
+        try rebase(volume: volume, onto: nil, size: size)
+    }
+
+    /// Makes `volume` start from its state in `base` (an earlier commit of this machine; nil: an empty volume)
+    /// instead of the parent's, resized to `size` (growing only, unless `base` is nil): for a sender whose
+    /// change set applies to a state older than the latest commit (a commit landed but its acknowledgement was
+    /// lost). Call before writing extents of the volume.
+    public func rebase(volume: String, onto base: CommitRecord?, size: Int64) throws {
+        try checkOpen()
+        try Names.validate(volume, kind: "volume")
+        guard size >= 0, size <= StoreFormat.maxVolumeSize else {
+            throw LifeboatError(
+                "store.bad-size",
+                "volume size \(size) is out of range: volumes of 0 bytes to 1 PiB are supported"
+            )
+        }
+        var state = VolumeState(name: volume, size: size, height: 0, root: nil)
+        var leaves: [BlobID?] = []
+        if let base {
+            guard base.machine == machine, let old = base.volumes.first(where: { $0.name == volume }) else {
+                throw LifeboatError(
+                    "store.bad-base",
+                    "commit \(base.id) of machine '\(base.machine)' has no volume '\(volume)' to build on"
+                )
+            }
+            guard size >= old.size else {
+                throw LifeboatError(
+                    "store.volume-shrank",
+                    "volume '\(volume)' of machine '\(machine)' shrank from \(old.size) to \(size) bytes; a volume may only grow"
+                )
+            }
+            leaves = try tree.leafIDs(root: old.root, height: old.height, size: old.size)
+            state = old
+            state.size = size
+        }
+        if volumes[volume] == nil { volumeOrder.append(volume) }
+        volumes[volume] = state
+        if let pending = pendingSegments.removeValue(forKey: volume) {
+            pendingBytes -= pending.count * StoreFormat.segmentSize
+        }
+        dirtyLeaves[volume] = nil
+        leafCache[volume] = leaves
+        volumesReset.insert(volume)
+    }
+
+    /// Records the sender's name for the state this commit gives `volume` (see `VolumeState.sourceEpoch`).
+    public func setSourceEpoch(volume: String, epoch: UInt64) throws {
+        try checkOpen()
+        guard volumes[volume] != nil else {
+            throw LifeboatError("store.unknown-volume", "volume '\(volume)' of machine '\(machine)' has no size yet: call setSize first")
+        }
+        volumes[volume]!.sourceEpoch = epoch
+    }
+
+    /// Volumes reset or rebased in this commit: they are rebuilt at commit even if no extent touched them.
+    private var volumesReset = Set<String>()
+
+    /// The instant the commit represents (when its data was captured); the time of committing if nil or not
+    /// after the parent's time.
+    public var captureTime: Timestamp?
 
     // MARK: Scanning a whole image
 
@@ -340,9 +405,13 @@ public final class CommitBuilder: @unchecked Sendable {
                 }
                 try finishVolume(volume, leaves: leaves, size: volumes[volume]!.size)
             }
+            let rebuilt = Set(dirtyLeaves.keys)
             dirtyLeaves = [:]
             // Volumes that only grew still need a tree of the right height.
-            for name in volumeOrder where volumes[name]!.height != StoreFormat.height(for: max(volumes[name]!.size, 1)) {
+            for name in volumeOrder
+            where volumesReset.contains(name) && !rebuilt.contains(name)
+                || volumes[name]!.height != StoreFormat.height(for: max(volumes[name]!.size, 1))
+            {
                 try finishVolume(name, leaves: try currentLeafIDs(name), size: volumes[name]!.size)
             }
             let changedBytes = changedAgainstParent.values.reduce(UInt64(0)) { total, masks in
@@ -351,6 +420,7 @@ public final class CommitBuilder: @unchecked Sendable {
             let record = try store.finishCommit(
                 machine: machine,
                 parent: parent,
+                time: captureTime,
                 volumes: volumeOrder.map { volumes[$0]! },
                 changedBytes: changedBytes,
                 storedBytes: storedBytes

@@ -42,6 +42,7 @@ extension Store {
     func finishCommit(
         machine: String,
         parent: CommitRecord?,
+        time: Timestamp?,
         volumes: [VolumeState],
         changedBytes: UInt64,
         storedBytes: UInt64
@@ -59,7 +60,7 @@ extension Store {
                 try backend.put(.index, name, try cipher.seal(plain, kind: .indexFile, context: Array(name.utf8)))
                 try backend.barrier()
             }
-            var now = clock.now()
+            var now = time.map { min($0, clock.now()) } ?? clock.now()
             if let parent, now <= parent.time { now = Timestamp(nanoseconds: parent.time.nanoseconds + 1) }
             record = CommitRecord(
                 id: PointID.random(),

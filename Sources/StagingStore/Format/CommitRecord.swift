@@ -30,12 +30,16 @@ public struct VolumeState: Sendable, Equatable {
     public var size: Int64
     var height: Int
     var root: BlobID?
+    /// The sender's name for this state of the volume (a change tracker's epoch), so that a later change set
+    /// can name the state it applies to; 0 when none (ingest, or an older record).
+    public var sourceEpoch: UInt64 = 0
 }
 
 /// A commit: all volumes of one machine at one instant. Stored as `commits/<point id>`, sealed with kind
-/// commit and context = the file name. Layout: `"LBCOMMIT"`, u8 version 1, u64 id, string machine,
-/// u64 sequence, i64 time (ns), u64 parent id (0 = none), u16 volume count, per volume string name,
-/// u64 size, u8 height, u8 has-root, [32-byte root], then u64 changed bytes, u64 stored bytes.
+/// commit and context = the file name. Layout: `"LBCOMMIT"`, u8 version (2; 1 is read too), u64 id,
+/// string machine, u64 sequence, i64 time (ns), u64 parent id (0 = none), u16 volume count, per volume string
+/// name, u64 size, u8 height, u8 has-root, [32-byte root], u64 source epoch (version 2 only), then u64 changed
+/// bytes, u64 stored bytes.
 public struct CommitRecord: Sendable, Equatable {
     public var id: PointID
     public var machine: String
@@ -54,7 +58,7 @@ public struct CommitRecord: Sendable, Equatable {
     func encoded() -> [UInt8] {
         var w = ByteWriter()
         w.raw(Self.magic)
-        w.u8(1)
+        w.u8(2)
         w.u64(id.raw)
         w.string(machine)
         w.u64(sequence)
@@ -71,6 +75,7 @@ public struct CommitRecord: Sendable, Equatable {
             } else {
                 w.u8(0)
             }
+            w.u64(v.sourceEpoch)
         }
         w.u64(changedBytes)
         w.u64(storedBytes)
@@ -79,8 +84,10 @@ public struct CommitRecord: Sendable, Equatable {
 
     static func decode(_ bytes: [UInt8], name: String) throws -> CommitRecord {
         var r = ByteReader(bytes, what: "commit \(name)")
-        guard try r.raw(8) == magic, try r.u8() == 1 else {
-            throw LifeboatError("store.corrupt", "commit \(name) has a bad header")
+        guard try r.raw(8) == magic else { throw LifeboatError("store.corrupt", "commit \(name) has a bad header") }
+        let version = try r.u8()
+        guard version == 1 || version == 2 else {
+            throw LifeboatError("store.corrupt", "commit \(name) has an unknown version \(version)")
         }
         let id = PointID(raw: try r.u64())
         guard id.description == name else {
@@ -97,10 +104,11 @@ public struct CommitRecord: Sendable, Equatable {
             let size = Int64(bitPattern: try r.u64())
             let height = Int(try r.u8())
             let root: BlobID? = try r.u8() == 1 ? try r.id() : nil
+            let sourceEpoch = version >= 2 ? try r.u64() : 0
             guard size >= 0, height <= 12 else {
                 throw LifeboatError("store.corrupt", "commit \(name) has an implausible volume \(vname)")
             }
-            volumes.append(VolumeState(name: vname, size: size, height: height, root: root))
+            volumes.append(VolumeState(name: vname, size: size, height: height, root: root, sourceEpoch: sourceEpoch))
         }
         let changed = try r.u64()
         let stored = try r.u64()

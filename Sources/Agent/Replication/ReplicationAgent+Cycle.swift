@@ -1,0 +1,336 @@
+import ChangeTracking
+import LifeboatCore
+import Logging
+import NIOCore
+import NIOPosix
+import ReplicationProtocol
+import ReplicationTransport
+
+/// Progress of the commit being sent, for STATUS frames.
+struct SendProgress {
+    var total: Int64 = 0
+    var sent: Int64 = 0
+    var lastReport = ContinuousClock.now
+}
+
+/// A residue captured while frozen: the change sets and the bytes of their extents, read before the thaw.
+struct FrozenCapture: @unchecked Sendable {
+    var sets: [ChangeSet]
+    var data: [[[UInt8]]]
+    var time: Timestamp
+    var frozenFor: Duration
+}
+
+extension ReplicationAgent {
+    /// One capture cycle: rounds of changes while the machine runs, then the residue while its filesystems are
+    /// frozen, all in one commit; waits for the server's answer and lets the trackers forget only on success.
+    func cycle(sequence: UInt64, channel: SessionChannel, commitEvenIfUnchanged: Bool) async throws -> CycleOutcome {
+        var created: [[UInt64]] = []  // epochs made this cycle, per round
+        let first = try await collect(since: nil)
+        created.append(first.map(\.epoch))
+        let changed = first.reduce(Int64(0)) { $0 + $1.changedBytes }
+        let sizes = first.map(\.volumeSize)
+        let fresh = first.contains { $0.reason != .incremental }
+        if changed == 0 && !fresh && !commitEvenIfUnchanged && sizes == lastSizes.value {
+            abandon(created)
+            status.set(.continuous)
+            try await report(channel, SendProgress())
+            return CycleOutcome(kind: .unchanged, sequence: sequence, changedBytes: 0)
+        }
+
+        if first.contains(where: { if case .rescan = $0.reason { true } else { false } }) {
+            status.set(.rescan, reason: first.compactMap { if case .rescan(let why) = $0.reason { why } else { nil } }.first)
+        } else if first.contains(where: { $0.reason == .initialSync }) {
+            status.set(.initialSync)
+        } else {
+            status.set(changed > Self.backlogThreshold ? .backlog : .continuous)
+        }
+        let volumes = zip(trackers, first).map { entry, set in
+            VolumeInfo(name: entry.volume.name, size: set.volumeSize, baseEpoch: set.baseEpoch)
+        }
+        try await channel.perform(channel.machine.beginCommit(sequence: sequence, volumes: volumes))
+        var progress = SendProgress(total: changed)
+        try await report(channel, progress)
+        try await send(first, channel: channel, progress: &progress)
+
+        // Unfrozen rounds while the residue is large.
+        var current = first
+        var lastRound = changed
+        var rounds = 1
+        var why: String?
+        while rounds < options.maxUnfrozenRounds && lastRound > options.residueThresholdBytes {
+            let next = try await collect(since: current)
+            created.append(next.map(\.epoch))
+            guard next.map(\.volumeSize) == sizes else {
+                why = "a volume grew during the capture; the next cycle includes it"
+                break
+            }
+            lastRound = next.reduce(0) { $0 + $1.changedBytes }
+            progress.total += lastRound
+            try await send(next, channel: channel, progress: &progress)
+            current = next
+            rounds += 1
+        }
+
+        // The residue, frozen.
+        var consistent = false
+        var frozenFor: Duration?
+        var captureTime = Timestamp.now()
+        if why == nil {
+            for attempt in 1...max(1, options.freezeAttempts) {
+                do {
+                    let capture = try await captureFrozen(since: current)
+                    created.append(capture.sets.map(\.epoch))
+                    guard capture.sets.map(\.volumeSize) == sizes else {
+                        why = "a volume grew during the capture; the next cycle includes it"
+                        break
+                    }
+                    progress.total += capture.sets.reduce(0) { $0 + $1.changedBytes }
+                    try await send(capture, channel: channel, progress: &progress)
+                    current = capture.sets
+                    consistent = true
+                    frozenFor = capture.frozenFor
+                    captureTime = capture.time
+                    why = nil
+                    break
+                } catch let error as LifeboatError where ["freeze.timeout", "freeze.residue-too-large"].contains(error.code.rawValue) {
+                    why = error.message
+                    logger.warning("consistent capture failed", metadata: ["attempt": "\(attempt)", "error": "\(error.message)"])
+                    guard attempt < options.freezeAttempts else { break }
+                    // Another unfrozen round shrinks what the next freeze must capture.
+                    let next = try await collect(since: current)
+                    created.append(next.map(\.epoch))
+                    guard next.map(\.volumeSize) == sizes else {
+                        why = "a volume grew during the capture; the next cycle includes it"
+                        break
+                    }
+                    progress.total += next.reduce(0) { $0 + $1.changedBytes }
+                    try await send(next, channel: channel, progress: &progress)
+                    current = next
+                    captureTime = Timestamp.now()
+                } catch let error as LifeboatError where error.code.rawValue.hasPrefix("freeze.") {
+                    why = error.message
+                    logger.error("cannot freeze filesystems", metadata: ["error": "\(error.message)"])
+                    break
+                }
+            }
+        }
+        if !consistent { captureTime = Timestamp.now() }
+
+        let epochs = current.map(\.epoch)
+        var names: [String: UInt64] = [:]
+        for (entry, epoch) in zip(trackers, epochs) { names[entry.volume.name] = epoch }
+        try PendingCommit(sequence: sequence, epochs: names).write(state)
+        try await channel.perform(channel.machine.endCommit(consistent: consistent, captureTime: captureTime, epochs: epochs))
+        let answer = try await channel.nextEvent(onSettings: apply)
+        switch answer {
+        case .committed(_, let point, _):
+            let trackers = self.trackers
+            try await pool.runIfActive {
+                for (entry, epoch) in zip(trackers, epochs) { try entry.tracker.acknowledge(epoch: epoch) }
+            }
+            try PendingCommit.remove(state)
+            lastSizes.value = sizes
+            if consistent {
+                status.set(.continuous)
+            } else {
+                status.set(.stalled, reason: "no crash-consistent point: \(why ?? "capture failed")")
+            }
+            try await report(channel, SendProgress())
+            logger.info(
+                "point committed",
+                metadata: [
+                    "sequence": "\(sequence)", "point": "\(point)", "bytes": "\(progress.sent)", "consistent": "\(consistent)",
+                    "frozen": "\(frozenFor.map { "\($0)" } ?? "-")",
+                ]
+            )
+            return CycleOutcome(
+                kind: .committed(point: point, consistent: consistent),
+                sequence: sequence,
+                changedBytes: progress.sent,
+                inconsistencyReason: consistent ? nil : why,
+                frozenFor: frozenFor
+            )
+        case .commitRejected(_, let reason):
+            abandon(created)
+            try PendingCommit.remove(state)
+            if reason.code == "replication.unknown-base" {
+                for (entry, set) in zip(trackers, first) where set.baseEpoch != 0 {
+                    try entry.tracker.invalidate(reason: "the server no longer holds the state this volume built on")
+                }
+            }
+            status.set(.stalled, reason: "the server did not store the last commit: \(reason.message)")
+            try await report(channel, SendProgress())
+            logger.warning("commit rejected", metadata: ["sequence": "\(sequence)", "reason": "\(reason)"])
+            return CycleOutcome(kind: .rejected(code: reason.code, message: reason.message), sequence: sequence, changedBytes: 0)
+        default:
+            throw Self.sessionError(answer, while: "waiting for the acknowledgement of commit \(sequence)")
+        }
+    }
+
+    /// Changes at or above this at the start of a cycle make the state BACKLOG rather than CONTINUOUS.
+    static let backlogThreshold: Int64 = 256 << 20
+
+    private func abandon(_ created: [[UInt64]]) {
+        for round in created {
+            for (entry, epoch) in zip(trackers, round) { entry.tracker.abandon(epoch: epoch) }
+        }
+    }
+
+    /// Collects every volume (from the acknowledged state, or since the previous round), on the thread pool.
+    private func collect(since previous: [ChangeSet]?) async throws -> [ChangeSet] {
+        let trackers = self.trackers
+        return try await pool.runIfActive {
+            try trackers.indices.map { i in
+                if let previous {
+                    try trackers[i].tracker.collect(since: previous[i].epoch)
+                } else {
+                    try trackers[i].tracker.collect()
+                }
+            }
+        }
+    }
+
+    /// Freezes the machine's filesystems, collects the residue and reads it into memory, thaws.
+    private func captureFrozen(since previous: [ChangeSet]) async throws -> FrozenCapture {
+        let trackers = self.trackers
+        let freezer = self.freezer
+        let limit = options.maxFrozenResidueBytes
+        let maxFreeze = self.maxFreeze.value
+        return try await pool.runIfActive { () throws -> FrozenCapture in
+            let (captured, frozenFor) = try freezer.withFrozen(maxDuration: maxFreeze) {
+                () throws -> (sets: [ChangeSet], data: [[[UInt8]]], time: Timestamp) in
+                let time = Timestamp.now()
+                let sets = try trackers.indices.map { i in try trackers[i].tracker.collect(since: previous[i].epoch) }
+                let residue = sets.reduce(Int64(0)) { $0 + $1.changedBytes }
+                guard residue <= limit else {
+                    for (entry, set) in zip(trackers, sets) { entry.tracker.abandon(epoch: set.epoch) }
+                    throw LifeboatError(
+                        "freeze.residue-too-large",
+                        "\(residue) bytes changed during the last round, more than can be read while frozen (\(limit))"
+                    )
+                }
+                let data = try zip(trackers, sets).map { entry, set in
+                    try set.extents.map { extent in
+                        var bytes = [UInt8](repeating: 0, count: Int(extent.length))
+                        try bytes.withUnsafeMutableBytes { try entry.tracker.read(extent, epoch: set.epoch, into: $0) }
+                        return bytes
+                    }
+                }
+                return (sets, data, time)
+            }
+            return FrozenCapture(sets: captured.sets, data: captured.data, time: captured.time, frozenFor: frozenFor)
+        }
+    }
+
+    /// Sends the extents of change sets, read through their trackers in pieces, the next piece read while the
+    /// current one is written.
+    private func send(_ sets: [ChangeSet], channel: SessionChannel, progress: inout SendProgress) async throws {
+        var pieces: [(volume: Int, extent: ChangedExtent, epoch: UInt64)] = []
+        for (index, set) in sets.enumerated() {
+            for extent in set.extents {
+                var offset = extent.offset
+                while offset < extent.end {
+                    let length = min(Int64(options.pieceBytes), extent.end - offset)
+                    pieces.append((index, ChangedExtent(offset: offset, length: length), set.epoch))
+                    offset += length
+                }
+            }
+        }
+        guard !pieces.isEmpty else { return }
+        let trackers = self.trackers
+        let compressors = self.compressors
+        let compress = options.compress
+        let pool = self.pool
+        @Sendable func read(_ piece: (volume: Int, extent: ChangedExtent, epoch: UInt64)) async throws -> WirePiece {
+            try await pool.runIfActive {
+                var bytes = [UInt8](repeating: 0, count: Int(piece.extent.length))
+                try bytes.withUnsafeMutableBytes { try trackers[piece.volume].tracker.read(piece.extent, epoch: piece.epoch, into: $0) }
+                return WirePiece.encode(bytes, compress: compress, compressors: compressors)
+            }
+        }
+        var next: Task<WirePiece, any Error>? = Task { [first = pieces[0]] in try await read(first) }
+        defer { next?.cancel() }
+        for i in pieces.indices {
+            let wire = try await next!.value
+            next = i + 1 < pieces.count ? Task { [piece = pieces[i + 1]] in try await read(piece) } : nil
+            let piece = pieces[i]
+            try await throttle.acquire(bytes: wire.data.count)
+            try await channel.perform(
+                channel.machine.extent(
+                    volume: UInt16(piece.volume),
+                    offset: UInt64(piece.extent.offset),
+                    encoding: wire.encoding,
+                    rawLength: UInt32(piece.extent.length),
+                    data: wire.data
+                )
+            )
+            progress.sent += piece.extent.length
+            if ContinuousClock.now - progress.lastReport > .seconds(2) { try await report(channel, progress) }
+        }
+    }
+
+    /// Sends a frozen capture's bytes (already in memory).
+    private func send(_ capture: FrozenCapture, channel: SessionChannel, progress: inout SendProgress) async throws {
+        for (index, set) in capture.sets.enumerated() {
+            for (extent, bytes) in zip(set.extents, capture.data[index]) {
+                var start = 0
+                while start < bytes.count {
+                    let count = min(options.pieceBytes, bytes.count - start)
+                    let wire = WirePiece.encode(Array(bytes[start..<(start + count)]), compress: options.compress, compressors: compressors)
+                    try await throttle.acquire(bytes: wire.data.count)
+                    try await channel.perform(
+                        channel.machine.extent(
+                            volume: UInt16(index),
+                            offset: UInt64(extent.offset) + UInt64(start),
+                            encoding: wire.encoding,
+                            rawLength: UInt32(count),
+                            data: wire.data
+                        )
+                    )
+                    progress.sent += Int64(count)
+                    start += count
+                }
+            }
+        }
+    }
+
+    /// Tells the server where replication stands.
+    func report(_ channel: SessionChannel, _ progress: SendProgress) async throws {
+        let (state, reason) = status.current
+        try await channel.outbound.write(
+            .status(
+                state: state,
+                backlogBytes: UInt64(max(0, progress.total - progress.sent)),
+                syncedBytes: UInt64(progress.sent),
+                totalBytes: UInt64(progress.total),
+                reason: reason ?? ""
+            )
+        )
+    }
+}
+
+/// One piece as it goes on the wire: raw (0) or zstd (1).
+struct WirePiece: Sendable {
+    var encoding: UInt8
+    var data: [UInt8]
+
+    static func encode(_ bytes: [UInt8], compress: Bool, compressors: CompressorPool) -> WirePiece {
+        guard compress else { return WirePiece(encoding: 0, data: bytes) }
+        let packed = compressors.with { compressor in bytes.withUnsafeBytes { compressor.compress($0) } }
+        if let packed { return WirePiece(encoding: 1, data: packed) }
+        return WirePiece(encoding: 0, data: bytes)
+    }
+}
+
+/// zstd contexts for the reading threads: one per concurrent user.
+final class CompressorPool: @unchecked Sendable {
+    private let lock = PlainLock()
+    private var idle: [ExtentCompression] = []
+
+    func with<T>(_ body: (ExtentCompression) -> T) -> T {
+        let compressor = lock.withLock { idle.popLast() } ?? ExtentCompression()
+        defer { lock.withLock { idle.append(compressor) } }
+        return body(compressor)
+    }
+}

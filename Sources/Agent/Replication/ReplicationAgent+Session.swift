@@ -1,0 +1,163 @@
+import ChangeTracking
+import LifeboatCore
+import Logging
+import NIOCore
+import ReplicationProtocol
+import ReplicationTransport
+
+/// The iterator of frames from the server and the writer of frames to it, with the session's state machine.
+final class SessionChannel {
+    var frames: NIOAsyncChannelInboundStream<Message>.AsyncIterator
+    let outbound: NIOAsyncChannelOutboundWriter<Message>
+    var machine = AgentSessionStateMachine()
+
+    init(frames: NIOAsyncChannelInboundStream<Message>.AsyncIterator, outbound: NIOAsyncChannelOutboundWriter<Message>) {
+        self.frames = frames
+        self.outbound = outbound
+    }
+
+    /// Sends what the state machine says to send; returns the other actions.
+    @discardableResult
+    func perform(_ actions: [AgentSessionStateMachine.Action]) async throws -> [AgentSessionStateMachine.Action] {
+        var rest: [AgentSessionStateMachine.Action] = []
+        for action in actions {
+            if case .send(let message) = action {
+                try await outbound.write(message)
+            } else {
+                rest.append(action)
+            }
+        }
+        return rest
+    }
+
+    /// Reads frames until the state machine produces something other than sends (answered pings, settings).
+    func nextEvent(onSettings: (AgentSettings) -> Void) async throws -> AgentSessionStateMachine.Action {
+        while true {
+            guard let message = try await frames.next() else {
+                let actions = machine.connectionClosed()
+                if let first = actions.first { return first }
+                throw LifeboatError("connection.lost", "the replication server closed the connection")
+            }
+            for action in try await perform(machine.received(message)) {
+                if case .settingsChanged(let settings) = action {
+                    onSettings(settings)
+                } else {
+                    return action
+                }
+            }
+        }
+    }
+}
+
+extension ReplicationAgent {
+    /// One connection: hello, settle the commit whose fate is unknown, then cycles. True when done.
+    func session() async throws -> Bool {
+        let connection = try await ServerConnection.open(address, context: sslContext)
+        return try await connection.executeThenClose { inbound, outbound in
+            let channel = SessionChannel(frames: inbound.makeAsyncIterator(), outbound: outbound)
+            let volumes = try trackers.map { entry in
+                VolumeInfo(name: entry.volume.name, size: try VolumeDiscovery.describe(path: entry.volume.path).size)
+            }
+            try await channel.perform(
+                channel.machine.connected(agentVersion: LifeboatVersion.current, machine: identity.machine, volumes: volumes)
+            )
+            let welcome = try await channel.nextEvent(onSettings: apply)
+            guard case .established(let settings, let last) = welcome else {
+                throw Self.sessionError(welcome, while: "waiting for the server's welcome")
+            }
+            apply(settings)
+            try settlePending(lastCommitted: last)
+            logger.info("connected", metadata: ["server": "\(address)", "last-sequence": "\(last)"])
+
+            var sequence = last
+            var lastCommit: ContinuousClock.Instant?
+            while true {
+                if isStopping {
+                    try? await channel.outbound.write(
+                        .status(state: .stopped, backlogBytes: 0, syncedBytes: 0, totalBytes: 0, reason: "the agent was stopped")
+                    )
+                    try? await channel.outbound.write(.goodbye)
+                    return true
+                }
+                let started = ContinuousClock.now
+                let heartbeatDue = options.once || lastCommit.map { started - $0 >= options.heartbeatInterval } ?? true
+                let outcome = try await cycle(sequence: sequence + 1, channel: channel, commitEvenIfUnchanged: heartbeatDue)
+                status.lastOutcome = outcome
+                switch outcome.kind {
+                case .committed(_, let consistent):
+                    sequence += 1
+                    lastCommit = started
+                    if options.once && consistent {
+                        try? await channel.outbound.write(.goodbye)
+                        return true
+                    }
+                case .unchanged:
+                    break
+                case .rejected:
+                    if options.once {
+                        throw LifeboatError("agent.commit-rejected", "the server did not store the commit: \(outcome.kindDescription)")
+                    }
+                }
+                let elapsed = ContinuousClock.now - started
+                if elapsed < options.cycleInterval { try await sleep(options.cycleInterval - elapsed) }
+            }
+        }
+    }
+
+    /// Applies settings from the server, unless overridden locally.
+    func apply(_ settings: AgentSettings) {
+        throttle.setRate(megabitsPerSecond: options.throttleMbps ?? settings.throttleMbps)
+        maxFreeze.value = Duration.milliseconds(Int64(options.maxFreezeMilliseconds ?? settings.maxFreezeMilliseconds))
+    }
+
+    /// A commit sent before a crash or a lost connection: it landed if the server's last committed sequence
+    /// reached it (forget its changes), otherwise its changes are still pending in the trackers.
+    func settlePending(lastCommitted: UInt64) throws {
+        guard let pending = PendingCommit.load(state) else { return }
+        if lastCommitted >= pending.sequence {
+            for (volume, tracker) in trackers {
+                guard let epoch = pending.epochs[volume.name] else { continue }
+                do {
+                    try tracker.acknowledge(epoch: epoch)
+                } catch let error as LifeboatError where error.code == "tracker.unknown-epoch" {
+                    // From before a restart: the tracker no longer holds that epoch and still builds on the older
+                    // one; the next commit names that base and the server builds on it (not on the latest).
+                    logger.info("commit landed before a restart; the next one builds on the older base", metadata: ["volume": "\(volume.name)"])
+                }
+            }
+            logger.info("an unacknowledged commit had landed", metadata: ["sequence": "\(pending.sequence)"])
+        } else {
+            for (volume, tracker) in trackers {
+                if let epoch = pending.epochs[volume.name] { tracker.abandon(epoch: epoch) }
+            }
+            logger.info("an unacknowledged commit had not landed; its changes are sent again", metadata: ["sequence": "\(pending.sequence)"])
+        }
+        try PendingCommit.remove(state)
+    }
+
+    static func sessionError(_ action: AgentSessionStateMachine.Action, while what: String) -> LifeboatError {
+        switch action {
+        case .closed(let reason?, _):
+            return LifeboatError(LifeboatError.Code(reason.code), "the server closed the session \(what): \(reason.message)")
+        case .closed(nil, _):
+            return LifeboatError("connection.lost", "the server closed the session \(what)")
+        default:
+            return LifeboatError("protocol.violation", "unexpected \(action) \(what)")
+        }
+    }
+}
+
+extension CycleOutcome {
+    var kindDescription: String {
+        switch kind {
+        case .committed(let point, let consistent): "committed as point \(point) (consistent: \(consistent))"
+        case .unchanged: "unchanged"
+        case .rejected(let code, let message): "[\(code)] \(message)"
+        }
+    }
+}
+
+/// The version this agent reports in HELLO.
+public enum LifeboatVersion {
+    public static let current = "0.3.0"
+}

@@ -1,0 +1,90 @@
+import GRDB
+
+/// The catalog's schema, as named migrations applied in order. A migration, once released, never changes:
+/// a later issue appends a new one (`registerMigration("v2-…")`). `Catalog.open` refuses a catalog that has
+/// migrations this build does not know (written by a newer Lifeboat).
+///
+/// Conventions: times are INTEGER nanoseconds since the Unix epoch (UTC); unsigned 64-bit counters (points,
+/// sequences, byte counts) are stored as the INTEGER with the same bit pattern; booleans are 0 or 1.
+enum Migrations {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-machines") { db in
+            try db.execute(sql: v1)
+        }
+        return migrator
+    }
+
+    /// The identifiers of every migration, in order.
+    static var identifiers: [String] { migrator.migrations }
+
+    private static let v1 = """
+        CREATE TABLE enrollment_tokens (
+            id TEXT PRIMARY KEY NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,      -- SHA-256 of the secret (hex); the secret itself is never stored
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            used_at INTEGER,
+            used_by TEXT,
+            note TEXT
+        );
+
+        CREATE TABLE machines (
+            name TEXT PRIMARY KEY NOT NULL,
+            certificate_serial TEXT NOT NULL,
+            certificate_expires INTEGER NOT NULL,
+            enrolled_at INTEGER NOT NULL,
+            removed_at INTEGER,
+            connected INTEGER NOT NULL DEFAULT 0,
+            address TEXT,
+            agent_version TEXT,
+            last_seen INTEGER,
+            state TEXT NOT NULL DEFAULT 'INITIATING',
+            state_reason TEXT,
+            backlog_bytes INTEGER NOT NULL DEFAULT 0,
+            synced_bytes INTEGER NOT NULL DEFAULT 0,
+            total_bytes INTEGER NOT NULL DEFAULT 0,
+            throughput REAL,                        -- bytes per second
+            last_point INTEGER,
+            last_sequence INTEGER,
+            last_point_capture_time INTEGER,
+            last_consistent_capture_time INTEGER,
+            throttle_mbps INTEGER NOT NULL DEFAULT 0,
+            max_freeze_ms INTEGER NOT NULL DEFAULT 250
+        );
+
+        CREATE TABLE machine_volumes (
+            machine TEXT NOT NULL REFERENCES machines(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (machine, name)
+        );
+
+        CREATE TABLE revoked_certificates (
+            serial TEXT PRIMARY KEY NOT NULL,
+            machine TEXT NOT NULL,
+            revoked_at INTEGER NOT NULL
+        );
+
+        CREATE TABLE points (
+            machine TEXT NOT NULL,
+            point INTEGER NOT NULL,
+            sequence INTEGER NOT NULL,
+            capture_time INTEGER NOT NULL,
+            committed_at INTEGER NOT NULL,
+            consistent INTEGER NOT NULL,
+            changed_bytes INTEGER NOT NULL,
+            PRIMARY KEY (machine, point)
+        );
+        CREATE INDEX points_by_capture_time ON points(machine, capture_time);
+
+        CREATE TABLE machine_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time INTEGER NOT NULL,
+            machine TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        CREATE INDEX machine_events_by_machine ON machine_events(machine, id);
+        """
+}

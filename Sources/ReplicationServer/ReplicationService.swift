@@ -1,0 +1,129 @@
+public import Catalog
+public import LifeboatCore
+import LifeboatSystem
+public import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ReplicationProtocol
+import ReplicationTransport
+public import ServiceLifecycle
+public import StagingStore
+
+/// The replication endpoint as a `Service`: accepts agent connections over TLS 1.3 with client certificates,
+/// runs one session per connection, writes the staging store and records state in the catalog. Stops
+/// accepting on graceful shutdown and closes every session (a commit still receiving is abandoned; acknowledged
+/// commits are durable by then).
+public final class ReplicationService: Service, Sendable {
+    public let layout: ServerLayout
+    public let configuration: ServerConfiguration
+    let store: Store
+    let catalog: Catalog
+    let authority: CertificateAuthority
+    let sslContext: NIOSSLContext
+    let logger: Logger
+    let clock: any WallClock
+    let pool: NIOThreadPool
+    let gate = CommitGate()
+    let sessions = SessionRegistry()
+    private let boundAddress = LockedValue<String?>(nil)
+
+    /// Opens what the data directory holds. `listen` overrides the configured address (`HOST:PORT`; port 0
+    /// picks a free one, written to `DIR/replication.address` once bound).
+    public init(
+        dataDirectory: String,
+        store: Store,
+        catalog: Catalog,
+        listenHost: String? = nil,
+        listenPort: Int? = nil,
+        clock: any WallClock = SystemWallClock(),
+        logger: Logger
+    ) throws {
+        let layout = ServerLayout(root: dataDirectory)
+        var configuration = try ServerConfiguration.load(layout.configuration)
+        if let listenHost { configuration.listenHost = listenHost }
+        if let listenPort { configuration.listenPort = listenPort }
+        self.layout = layout
+        self.configuration = configuration
+        self.store = store
+        self.catalog = catalog
+        self.clock = clock
+        self.logger = logger
+        authority = try CertificateAuthority.load(certificatePath: layout.caCertificate, keyPath: layout.caKey)
+        let tls = try TLSSetup.serverConfiguration(
+            certificatePEMPath: layout.serverCertificate,
+            keyPEMPath: layout.serverKey,
+            caPEMPath: layout.caCertificate
+        )
+        do {
+            sslContext = try NIOSSLContext(configuration: tls)
+        } catch {
+            throw LifeboatError("tls.setup", "cannot set up TLS from \(layout.tlsDirectory)", cause: error)
+        }
+        pool = NIOThreadPool(numberOfThreads: 2)
+    }
+
+    /// `HOST:PORT` the endpoint listens on, once bound.
+    public var address: String? { boundAddress.value }
+
+    public func run() async throws {
+        pool.start()
+        defer { Task { try? await pool.shutdownGracefully() } }
+        let sslContext = self.sslContext
+        let idle = TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds))
+        let server: NIOAsyncChannel<NIOAsyncChannel<Message, Message>, Never>
+        do {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: configuration.listenHost, port: configuration.listenPort) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let sync = channel.pipeline.syncOperations
+                        try sync.addIdleClose(after: idle)
+                        try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+                        try sync.addFrameCodec()
+                        return try NIOAsyncChannel<Message, Message>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw LifeboatError(
+                "server.bind",
+                "cannot listen on \(configuration.listenHost):\(configuration.listenPort): is another server running, or is the port in use?",
+                cause: error
+            )
+        }
+        let port = server.channel.localAddress?.port ?? configuration.listenPort
+        let address = "\(configuration.listenHost):\(port)"
+        boundAddress.value = address
+        try? SystemCalls.writeFileAtomically(layout.root + "/replication.address", Array((address + "\n").utf8), mode: 0o644)
+        logger.notice("replication endpoint listening", metadata: ["address": "\(address)"])
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask { await self.serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.logger.notice("replication endpoint stopping")
+            server.channel.close(promise: nil)
+            self.sessions.closeAll()
+        }
+        logger.notice("replication endpoint stopped")
+    }
+
+    /// Runs one connection to its end; never throws (a failed session is logged and affects nothing else).
+    func serve(_ connection: NIOAsyncChannel<Message, Message>) async {
+        let channel = connection.channel
+        guard sessions.add(channel) else {
+            channel.close(promise: nil)
+            return
+        }
+        let session = AgentSession(service: self, channel: channel)
+        await session.run(connection)
+        sessions.remove(channel, machine: nil)
+    }
+}

@@ -1,0 +1,384 @@
+import Catalog
+import LifeboatCore
+import Logging
+import NIOCore
+import NIOPosix
+import ReplicationProtocol
+import ReplicationTransport
+import StagingStore
+
+/// One agent connection: feeds frames to `ServerSessionStateMachine` and carries out its actions against the
+/// store (on the thread pool), the catalog and the connection. Runs in one task; nothing here is shared.
+final class AgentSession {
+    let service: ReplicationService
+    let channel: any Channel
+    let peer: String
+    var logger: Logger
+    var machine = ServerSessionStateMachine(certifiedMachine: nil)
+    /// The machine this session was authorized for (HELLO accepted), for the catalog's connection state.
+    var authorized: String?
+    var agentVersion = ""
+    var lastReportedState: ReplicationState?
+
+    // The commit being received.
+    var builder: CommitBuilder?
+    var holdsGate = false
+    /// The first store error of the commit being received: later extents are skipped, the commit fails at its end.
+    var commitError: LifeboatError?
+    var commitBytes: UInt64 = 0
+    var commitVolumes: [VolumeInfo] = []
+
+    init(service: ReplicationService, channel: any Channel) {
+        self.service = service
+        self.channel = channel
+        peer = channel.remoteAddress?.description ?? "unknown peer"
+        var logger = service.logger
+        logger[metadataKey: "peer"] = "\(peer)"
+        self.logger = logger
+    }
+
+    func run(_ connection: NIOAsyncChannel<Message, Message>) async {
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                var frames = inbound.makeAsyncIterator()
+                // The first frame arrives after the TLS handshake: the peer's certificate is known by then.
+                guard let first = try await frames.next() else { return }
+                if case .hello(_, let version, _, _) = first { agentVersion = version }
+                guard try await identify(outbound) else { return }
+                var next: Message? = first
+                while let message = next {
+                    try await perform(machine.received(message), outbound)
+                    if machine.isClosed { return }
+                    next = try await frames.next()
+                }
+            }
+        } catch {
+            logger.warning("connection refused or failed", metadata: ["error": "\(Self.describe(error))"])
+        }
+        await finish()
+    }
+
+    /// Reads the client certificate: none (may only enroll), active (a session for its machine) or revoked or
+    /// superseded (refused).
+    private func identify(_ outbound: NIOAsyncChannelOutboundWriter<Message>) async throws -> Bool {
+        guard let der = try await TLSSetup.peerCertificateDER(of: channel).get() else { return true }
+        let serial = try CertificateInspection.serial(ofDER: der)
+        guard let name = try CertificateInspection.commonName(ofDER: der) else {
+            logger.warning("refused: client certificate without a machine name", metadata: ["serial": "\(serial)"])
+            try await outbound.write(.error(code: "auth.bad-certificate", message: "the client certificate names no machine"))
+            return false
+        }
+        let active = try await service.pool.runIfActive { [catalog = service.catalog] in
+            try catalog.isCertificateActive(serial: serial, machine: name)
+        }
+        guard active else {
+            logger.warning("refused: revoked or superseded certificate", metadata: ["machine": "\(name)", "serial": "\(serial)"])
+            try await outbound.write(
+                .error(
+                    code: "auth.revoked",
+                    message: "the certificate of machine '\(name)' was revoked (machine removed or enrolled again): enroll this agent again"
+                )
+            )
+            return false
+        }
+        machine = ServerSessionStateMachine(certifiedMachine: name)
+        logger[metadataKey: "machine"] = "\(name)"
+        return true
+    }
+
+    private func perform(
+        _ actions: [ServerSessionStateMachine.Action],
+        _ outbound: NIOAsyncChannelOutboundWriter<Message>
+    ) async throws {
+        var queue = actions[...]
+        while let action = queue.popFirst() {
+            switch action {
+            case .send(let message):
+                try await outbound.write(message)
+            case .authorize(let name, let volumes):
+                queue += await authorize(name, volumes)
+            case .enroll(let token, let name, let csr):
+                queue += await enroll(token: token, machine: name, csr: csr)
+            case .beginCommit(let name, let sequence, let volumes):
+                await begin(machine: name, sequence: sequence, volumes: volumes)
+            case .writeExtent(let volume, let offset, let encoding, let rawLength, let data):
+                try await write(volume: volume, offset: offset, encoding: encoding, rawLength: rawLength, data: data)
+            case .finishCommit(let sequence, let consistent, let captureTime, let epochs):
+                queue += await finishCommit(sequence: sequence, consistent: consistent, captureTime: captureTime, epochs: epochs)
+            case .abandonCommit(let sequence):
+                logger.info("commit abandoned", metadata: ["sequence": "\(sequence)"])
+                await dropCommit()
+            case .recordStatus(let state, let backlog, let synced, let total, let reason):
+                guard let name = authorized else { break }
+                lastReportedState = state
+                let update = ReplicationStatusUpdate(
+                    state: state.description,
+                    stateReason: reason.isEmpty ? nil : reason,
+                    backlogBytes: backlog,
+                    syncedBytes: synced,
+                    totalBytes: total,
+                    throughputBytesPerSecond: nil
+                )
+                try? await service.pool.runIfActive { [catalog = service.catalog] in
+                    try catalog.recordStatus(machine: name, update)
+                }
+            case .close(let reason):
+                if let reason {
+                    logger.warning("session closed", metadata: ["reason": "\(reason)"])
+                } else {
+                    logger.info("session closed by the agent")
+                }
+                return
+            }
+        }
+    }
+
+    private func authorize(_ name: String, _ volumes: [VolumeInfo]) async -> [ServerSessionStateMachine.Action] {
+        let service = self.service
+        let peer = self.peer
+        let agentVersion = self.agentVersion
+        do {
+            let settings = try await service.pool.runIfActive { () throws -> AgentSettings in
+                guard let record = try service.catalog.machine(named: name), record.removedAt == nil else {
+                    throw LifeboatError("auth.unknown-machine", "machine '\(name)' is not enrolled on this server")
+                }
+                try service.catalog.recordConnected(
+                    machine: name,
+                    address: peer,
+                    agentVersion: agentVersion,
+                    volumes: volumes.map { VolumeRecord(name: $0.name, size: $0.size) }
+                )
+                try service.catalog.recordEvent(machine: name, kind: "CONNECTED", detail: "from \(peer)")
+                return AgentSettings(throttleMbps: record.throttleMbps, maxFreezeMilliseconds: record.maxFreezeMilliseconds)
+            }
+            if let previous = service.sessions.claim(machine: name, by: channel) {
+                logger.notice("a new connection replaces the previous session of this machine")
+                previous.close(promise: nil)
+            }
+            authorized = name
+            let last = service.store.latest(machine: name)?.sequence ?? 0
+            logger.info("session established", metadata: ["last-sequence": "\(last)"])
+            return machine.machineAccepted(settings: settings, lastCommittedSequence: last)
+        } catch {
+            logger.warning("machine refused", metadata: ["error": "\(Self.describe(error))"])
+            return machine.machineRejected(Self.lifeboatError(error))
+        }
+    }
+
+    private func enroll(token text: String, machine name: String, csr: [UInt8]) async -> [ServerSessionStateMachine.Action] {
+        let service = self.service
+        let peer = self.peer
+        do {
+            let issued = try await service.pool.runIfActive { () throws -> IssuedCertificate in
+                let token = try EnrollmentTokenText(parsing: text)
+                guard token.caFingerprint == service.authority.fingerprint else {
+                    throw LifeboatError(
+                        "enroll.bad-token",
+                        "this token was made by another server (its CA fingerprint differs): create one on this server with `lifeboat tokens create`"
+                    )
+                }
+                let issued = try service.authority.signClientCertificate(csrDER: csr, machine: name)
+                try service.catalog.redeemEnrollmentToken(
+                    secret: token.secret,
+                    machine: name,
+                    certificateSerial: issued.serial,
+                    certificateExpires: issued.notAfter
+                )
+                try service.catalog.recordEvent(machine: name, kind: "ENROLLED", detail: "certificate \(issued.serial) from \(peer)")
+                return issued
+            }
+            logger.notice("machine enrolled", metadata: ["machine": "\(name)", "serial": "\(issued.serial)"])
+            return machine.enrollSucceeded(certificate: issued.der, ca: service.authority.certificateDER)
+        } catch {
+            logger.warning("enrollment refused", metadata: ["machine": "\(name)", "error": "\(Self.describe(error))"])
+            return machine.enrollFailed(Self.lifeboatError(error))
+        }
+    }
+
+    // MARK: Commits
+
+    private func begin(machine name: String, sequence: UInt64, volumes: [VolumeInfo]) async {
+        await service.gate.acquire()
+        holdsGate = true
+        commitError = nil
+        commitBytes = 0
+        commitVolumes = volumes
+        do {
+            builder = try await service.pool.runIfActive { [store = service.store] () throws -> CommitBuilder in
+                let builder = try store.beginCommit(machine: name)
+                do {
+                    for volume in volumes {
+                        try Self.base(volume, on: builder, store: store)
+                    }
+                } catch {
+                    builder.abandon()
+                    throw error
+                }
+                return builder
+            }
+        } catch {
+            commitError = Self.lifeboatError(error)
+            logger.warning("cannot begin commit", metadata: ["sequence": "\(sequence)", "error": "\(Self.describe(error))"])
+        }
+    }
+
+    /// Starts `volume` in the commit from the state its change set applies to: empty (base epoch 0), the parent
+    /// (the usual case), or an older commit whose state the agent still builds on (its acknowledgement was lost).
+    static func base(_ volume: VolumeInfo, on builder: CommitBuilder, store: Store) throws {
+        guard volume.baseEpoch != 0 else {
+            try builder.reset(volume: volume.name, size: volume.size)
+            return
+        }
+        if let parent = builder.parent, parent.volumes.first(where: { $0.name == volume.name })?.sourceEpoch == volume.baseEpoch {
+            try builder.setSize(volume: volume.name, size: volume.size)
+            return
+        }
+        let older = store.commits(machine: builder.machine).reversed().first { commit in
+            commit.volumes.contains { $0.name == volume.name && $0.sourceEpoch == volume.baseEpoch }
+        }
+        guard let older else {
+            throw LifeboatError(
+                "replication.unknown-base",
+                "the server holds no state of volume '\(volume.name)' at epoch \(volume.baseEpoch) (pruned or lost): the agent rescans its volumes"
+            )
+        }
+        try builder.rebase(volume: volume.name, onto: older, size: volume.size)
+    }
+
+    private func write(volume: String, offset: UInt64, encoding: UInt8, rawLength: UInt32, data: [UInt8]) async throws {
+        guard let builder, commitError == nil else { return }
+        commitBytes += UInt64(rawLength)
+        do {
+            try await service.pool.runIfActive {
+                let bytes = encoding == 1 ? try ExtentCompression.decompress(data, rawLength: Int(rawLength)) : data
+                try bytes.withUnsafeBytes { try builder.write(volume: volume, offset: Int64(offset), bytes: $0) }
+            }
+        } catch let error as LifeboatError where error.code == "protocol.malformed" {
+            throw error  // a lying peer: the connection closes, the commit is abandoned
+        } catch {
+            commitError = Self.lifeboatError(error)
+            logger.warning("cannot store extent", metadata: ["volume": "\(volume)", "error": "\(Self.describe(error))"])
+        }
+    }
+
+    private func finishCommit(sequence: UInt64, consistent: Bool, captureTime: Timestamp, epochs: [UInt64]) async
+        -> [ServerSessionStateMachine.Action]
+    {
+        let actions = await commit(sequence: sequence, consistent: consistent, captureTime: captureTime, epochs: epochs)
+        await dropCommit()
+        return actions
+    }
+
+    private func commit(sequence: UInt64, consistent: Bool, captureTime: Timestamp, epochs: [UInt64]) async
+        -> [ServerSessionStateMachine.Action]
+    {
+        guard let builder, commitError == nil else {
+            let error = commitError ?? LifeboatError("store.commit-failed", "the commit could not be started")
+            await recordFailure(error)
+            return machine.commitFailed(sequence: sequence, error: error)
+        }
+        self.builder = nil
+        let name = builder.machine
+        let changed = commitBytes
+        let volumes = commitVolumes
+        do {
+            builder.captureTime = captureTime
+            let record = try await service.pool.runIfActive { () throws -> CommitRecord in
+                for (volume, epoch) in zip(volumes, epochs) {
+                    try builder.setSourceEpoch(volume: volume.name, epoch: epoch)
+                }
+                return try builder.commit()
+            }
+            if record.sequence != sequence {
+                logger.error("store sequence differs from the agent's", metadata: ["store": "\(record.sequence)", "agent": "\(sequence)"])
+            }
+            try? await service.pool.runIfActive { [catalog = service.catalog] in
+                try catalog.recordCommit(
+                    machine: name,
+                    point: record.id.raw,
+                    sequence: record.sequence,
+                    captureTime: captureTime,
+                    consistent: consistent,
+                    changedBytes: changed
+                )
+            }
+            logger.info(
+                "commit acknowledged",
+                metadata: ["sequence": "\(sequence)", "point": "\(record.id)", "consistent": "\(consistent)"]
+            )
+            return machine.commitSucceeded(sequence: sequence, point: record.id.raw, time: record.time)
+        } catch {
+            let failure = Self.lifeboatError(error)
+            logger.error("commit failed", metadata: ["sequence": "\(sequence)", "error": "\(Self.describe(error))"])
+            await recordFailure(failure)
+            return machine.commitFailed(sequence: sequence, error: failure)
+        }
+    }
+
+    private func recordFailure(_ error: LifeboatError) async {
+        guard let name = authorized else { return }
+        try? await service.pool.runIfActive { [catalog = service.catalog] in
+            try catalog.recordStatus(
+                machine: name,
+                ReplicationStatusUpdate(
+                    state: "STALLED",
+                    stateReason: "the server could not store a commit: \(error.message)",
+                    backlogBytes: 0,
+                    syncedBytes: 0,
+                    totalBytes: 0,
+                    throughputBytesPerSecond: nil
+                )
+            )
+            try catalog.recordEvent(machine: name, kind: "COMMIT_FAILED", detail: "[\(error.code)] \(error.message)")
+        }
+    }
+
+    private func dropCommit() async {
+        builder?.abandon()
+        builder = nil
+        if holdsGate {
+            holdsGate = false
+            await service.gate.release()
+        }
+    }
+
+    /// The connection is over: abandon what is open and record the disconnection.
+    private func finish() async {
+        for action in machine.connectionClosed() {
+            if case .abandonCommit(let sequence) = action {
+                logger.info("commit abandoned: connection closed", metadata: ["sequence": "\(sequence)"])
+            }
+        }
+        await dropCommit()
+        let stopped = lastReportedState == .stopped
+        if let name = authorized, service.sessions.remove(channel, machine: name) {
+            try? await service.pool.runIfActive { [catalog = service.catalog] in
+                try catalog.recordDisconnected(machine: name)
+                try catalog.recordEvent(machine: name, kind: "DISCONNECTED", detail: "")
+                if stopped {
+                    // A clean stop of the agent: STOPPED, not a lost connection.
+                    try catalog.recordStatus(
+                        machine: name,
+                        ReplicationStatusUpdate(
+                            state: "STOPPED",
+                            stateReason: "the agent was stopped",
+                            backlogBytes: 0,
+                            syncedBytes: 0,
+                            totalBytes: 0,
+                            throughputBytesPerSecond: nil
+                        )
+                    )
+                }
+            }
+        }
+    }
+
+    static func lifeboatError(_ error: any Error) -> LifeboatError {
+        error as? LifeboatError ?? LifeboatError("server.internal", "\(error)")
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let e = error as? LifeboatError { return "[\(e.code)] \(e.description)" }
+        return "\(error)"
+    }
+}

@@ -1,0 +1,52 @@
+import LifeboatCore
+import NIOCore
+
+/// The open connections: closed together at shutdown, and at most one live session per machine (a reconnecting
+/// agent replaces a connection the server has not noticed is dead yet).
+final class SessionRegistry: @unchecked Sendable {
+    private let lock = PlainLock()
+    private var channels: [ObjectIdentifier: any Channel] = [:]
+    private var byMachine: [String: ObjectIdentifier] = [:]
+    private var closing = false
+
+    /// Registers a connection; false when the server is shutting down.
+    func add(_ channel: any Channel) -> Bool {
+        lock.withLock {
+            guard !closing else { return false }
+            channels[ObjectIdentifier(channel)] = channel
+            return true
+        }
+    }
+
+    /// Makes `channel` the session of `machine`; returns the connection it replaces, to be closed.
+    func claim(machine: String, by channel: any Channel) -> (any Channel)? {
+        lock.withLock {
+            let id = ObjectIdentifier(channel)
+            let previous = byMachine[machine].flatMap { $0 == id ? nil : channels[$0] }
+            byMachine[machine] = id
+            return previous
+        }
+    }
+
+    /// Forgets a connection; true when it was still its machine's current session.
+    @discardableResult
+    func remove(_ channel: any Channel, machine: String?) -> Bool {
+        lock.withLock {
+            let id = ObjectIdentifier(channel)
+            channels[id] = nil
+            guard let machine, byMachine[machine] == id else { return false }
+            byMachine[machine] = nil
+            return true
+        }
+    }
+
+    func closeAll() {
+        let all = lock.withLock { () -> [any Channel] in
+            closing = true
+            return Array(channels.values)
+        }
+        for channel in all { channel.close(promise: nil) }
+    }
+
+    var machinesConnected: [String] { lock.withLock { Array(byMachine.keys) } }
+}

@@ -1,0 +1,122 @@
+import Agent
+import ArgumentParser
+import LifeboatCore
+import Logging
+import ServiceLifecycle
+import UnixSignals
+import StagingStore
+
+struct AgentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "The agent on a source server: enroll it, then run it (as a systemd service: packaging/).",
+        subcommands: [AgentEnroll.self, AgentRun.self]
+    )
+}
+
+struct StateOptions: ParsableArguments {
+    @Option(name: .long, help: "The agent's state directory (key, certificate, change-tracking state).")
+    var state: String = "/var/lib/lifeboat-agent"
+}
+
+struct AgentEnroll: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enroll",
+        abstract: "Enroll this machine with a replication server using a one-time token (the private key stays here)."
+    )
+
+    @Option(name: .long, help: "The replication server, HOST:PORT.")
+    var server: String
+
+    @Option(name: .long, help: "The token printed by `lifeboat tokens create` (or set LIFEBOAT_TOKEN).")
+    var token: String?
+
+    @OptionGroup var state: StateOptions
+
+    @Option(name: .long, help: "The machine's name on the server (default: this host's name).")
+    var name: String?
+
+    func run() async throws {
+        try await runAsync {
+            guard let token = token ?? ProcessEnvironment.value("LIFEBOAT_TOKEN") else {
+                throw LifeboatError("cli.no-token", "no token given: use --token TOKEN or set LIFEBOAT_TOKEN")
+            }
+            let identity = try await AgentEnrollment.enroll(
+                server: server,
+                token: token,
+                machine: name ?? ProcessEnvironment.hostName(),
+                state: AgentStateDirectory(root: state.state),
+                logger: Logger(label: "lifeboat.agent")
+            )
+            print("enrolled as \(identity.machine) with \(identity.server) (certificate \(identity.certificateSerial))")
+            print("next: lifeboat agent run --state \(state.state)")
+        }
+    }
+}
+
+struct AgentRun: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Replicate this machine's volumes continuously (or one cycle with --once)."
+    )
+
+    @OptionGroup var state: StateOptions
+
+    @Option(name: .long, help: "A block device or image file to replicate, PATH or NAME=PATH (repeatable; default: every local disk).")
+    var volume: [String] = []
+
+    @Flag(name: .long, help: "Run one cycle to an acknowledged, crash-consistent commit, then exit.")
+    var once = false
+
+    @Option(name: .long, help: "Bandwidth limit in Mbit/s, overriding the server's setting (0 = none).")
+    var throttleMbps: UInt32?
+
+    @Option(name: .long, help: "The longest freeze for a consistent point in ms, overriding the server's setting.")
+    var maxFreezeMs: UInt32?
+
+    @Option(name: .long, help: "Seconds between the starts of two cycles.")
+    var interval: Double = 1
+
+    @Flag(name: .long, help: "Send extents uncompressed.")
+    var noCompress = false
+
+    func run() async throws {
+        try await runAsync {
+            let logger = Logger(label: "lifeboat.agent")
+            var volumes = try volume.map(AgentVolume.init(parsing:))
+            if volumes.isEmpty {
+                volumes = try VolumeDiscovery.localDisks().map { AgentVolume(name: $0.name, path: $0.path) }
+            }
+            var options = AgentOptions(volumes: volumes)
+            options.once = once
+            options.throttleMbps = throttleMbps
+            options.maxFreezeMilliseconds = maxFreezeMs
+            options.cycleInterval = .milliseconds(Int64(max(0.05, interval) * 1000))
+            options.compress = !noCompress
+            let agent = try ReplicationAgent(state: AgentStateDirectory(root: state.state), options: options, logger: logger)
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [.init(service: agent, successTerminationBehavior: .gracefullyShutdownGroup)],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger
+                )
+            )
+            try await group.run()
+            if once, let outcome = agent.lastOutcome {
+                print("sequence \(outcome.sequence): \(outcome.kindDescriptionForCLI)")
+            }
+        }
+    }
+}
+
+extension CycleOutcome {
+    var kindDescriptionForCLI: String {
+        switch kind {
+        case .committed(let point, let consistent):
+            "point \(PointID(raw: point)) committed, \(ByteFormatting.binary(changedBytes)) sent, "
+                + (consistent ? "crash-consistent" : "NOT crash-consistent (\(inconsistencyReason ?? "?"))")
+        case .unchanged: "nothing changed"
+        case .rejected(let code, let message): "rejected: [\(code)] \(message)"
+        }
+    }
+}

@@ -1,0 +1,1 @@
+// Tests for the module; see docs/architecture.md.
