@@ -125,6 +125,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
 
@@ -158,7 +159,12 @@ let package = Package(
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "LifeboatCore", "LifeboatTesting"]),
         .testTarget(
             name: "ReplicationTransportTests",
-            dependencies: ["ReplicationTransport", "ReplicationProtocol", "LifeboatCore", "LifeboatTesting"]
+            dependencies: [
+                "ReplicationTransport", "ReplicationProtocol", "LifeboatCore", "LifeboatTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
         ),
         .testTarget(
             name: "ReplicationTests",
@@ -166,7 +172,10 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentTests",
-            dependencies: ["Agent", "ChangeTracking", "LifeboatCore", "LifeboatSystem", "LifeboatTesting"]
+            dependencies: [
+                "Agent", "ChangeTracking", "LifeboatCore", "LifeboatSystem", "LifeboatTesting",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "StagingStoreTests",

@@ -56,6 +56,13 @@ final class FingerprintMap: @unchecked Sendable {
         slots.deallocate()
     }
 
+    /// An independent copy.
+    func copy() -> FingerprintMap {
+        let other = FingerprintMap(count: count)
+        _ = other.slots.update(fromContentsOf: slots)
+        return other
+    }
+
     subscript(index: Int) -> Fingerprint {
         get { slots[index] }
         set { slots[index] = newValue }

@@ -67,9 +67,16 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
 
     private let device: FileDescriptor
     private let lockFile: FileDescriptor
-    /// A block device's page cache is not kept coherent with writes a mounted filesystem sends to the device
-    /// for file data: cached pages are dropped before every read so the bytes come from the device.
+    /// A block device's page cache is not coherent with what a mounted filesystem writes (file data bypasses
+    /// it; metadata buffers the filesystem holds are newer than the device until written): block devices are read
+    /// with O_DIRECT, which returns exactly what is on the device (and `read` goes through an aligned buffer).
     private let isBlockDevice: Bool
+    /// O_DIRECT (Linux, x86-64 and arm64 differ; Glibc's Swift module does not export it).
+    #if arch(arm64)
+        static let directFlag: Int32 = 0o200000
+    #else
+        static let directFlag: Int32 = 0o40000
+    #endif
 
     /// The acknowledged state: what `collect` compares with.
     private struct Base {
@@ -87,6 +94,14 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         var map: FingerprintMap
     }
 
+    /// Optional hints of where the volume was written (see `ChangeHints`).
+    public let hints: (any ChangeHints)?
+    /// The volume's content as last scanned (and updated by the reads of its epoch): what a hinted collect
+    /// starts from. Nil until the first full scan.
+    private var lastScan: (map: FingerprintMap, size: Int64)?
+    /// How the last collect found its blocks, for logs and tests.
+    public private(set) var lastCollectWasFullScan = true
+
     private let lock = PlainLock()
     private var base: Base
     private var pending: [Pending] = []  // ascending epochs
@@ -103,7 +118,14 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     /// - Throws: `io.*` when the volume or the state directory cannot be opened, `tracker.locked` when another
     ///   tracker uses this volume's state, `tracker.not-a-volume` for anything but a file or block device.
     ///   A missing or damaged fingerprint map is not an error: `collect` reports `.initialSync` or `.rescan`.
-    public init(volume: String, path: String, stateDirectory: String, options: Options = Options()) throws {
+    public init(
+        volume: String,
+        path: String,
+        stateDirectory: String,
+        options: Options = Options(),
+        hints: (any ChangeHints)? = nil
+    ) throws {
+        self.hints = hints
         guard !volume.isEmpty else {
             throw LifeboatError("tracker.invalid-volume", "the volume identifier must not be empty")
         }
@@ -142,9 +164,19 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             throw error
         }
         self.lockFile = lockFile
-        self.device = device
         var info = stat()
-        isBlockDevice = fstat(device.rawValue, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK
+        let block = fstat(device.rawValue, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK
+        var chosen = device
+        if block {
+            // Past the page cache: the device's own bytes, whatever a mounted filesystem keeps in memory.
+            let direct = Glibc.open(path, O_RDONLY | Self.directFlag | O_CLOEXEC)
+            if direct >= 0 {
+                try? device.close()
+                chosen = FileDescriptor(rawValue: direct)
+            }
+        }
+        self.device = chosen
+        isBlockDevice = block
 
         do {
             if let contents = try FingerprintMapFile.read(mapPath, volume: volume) {
@@ -233,7 +265,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             guard size >= previous.volumeSize else { throw shrankWhileReading(at: size) }
         }
 
-        let map = try scan(size: size)
+        let map = try currentContent(size: size)
         let extents: [ChangedExtent]
         if let previous {
             extents = Self.differences(map, previous.map, volumeSize: size)
@@ -287,9 +319,18 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             )
         }
         let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(extent.length)])
-        dropCache(offset: extent.offset, length: extent.length)
-        let got = try SystemCalls.preadFully(device, into: target, at: extent.offset, path: path)
-        guard got == target.count else { throw shrankWhileReading(at: extent.offset + Int64(got)) }
+        if isBlockDevice {
+            // O_DIRECT wants aligned memory: read into an aligned buffer, then copy.
+            let padded = (Int(extent.length) + 511) / 512 * 512
+            let aligned = UnsafeMutableRawBufferPointer.allocate(byteCount: padded, alignment: 4096)
+            defer { aligned.deallocate() }
+            let got = try SystemCalls.preadFully(device, into: aligned, at: extent.offset, path: path)
+            guard got >= target.count else { throw shrankWhileReading(at: extent.offset + Int64(got)) }
+            target.copyMemory(from: UnsafeRawBufferPointer(rebasing: aligned[0..<target.count]))
+        } else {
+            let got = try SystemCalls.preadFully(device, into: target, at: extent.offset, path: path)
+            guard got == target.count else { throw shrankWhileReading(at: extent.offset + Int64(got)) }
+        }
 
         let first = Int(extent.offset / bs)
         let count = (target.count + Fingerprint.blockSize - 1) / Fingerprint.blockSize
@@ -356,6 +397,70 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     }
 
     // MARK: - Scanning
+
+    /// The fingerprints of the volume now: the last scan with the hinted blocks re-read, or a full scan when there
+    /// are no hints, they cannot vouch for completeness, or the volume changed size.
+    private func currentContent(size: Int64) throws -> FingerprintMap {
+        let previous = lock.withLock { lastScan }
+        if let hints {
+            // Exactly one drain per collect: it closes the window the previous collect opened and opens the next
+            // (a full scan after a nil answer starts from here as well).
+            let written = try hints.drain()
+            if let previous, previous.size == size, let written {
+                let map = previous.map.copy()
+                try refingerprint(written, size: size, into: map)
+                lock.withLock {
+                    lastScan = (map, size)
+                    lastCollectWasFullScan = false
+                }
+                return map
+            }
+        }
+        let map = try scan(size: size)
+        lock.withLock {
+            lastScan = hints == nil ? nil : (map, size)
+            lastCollectWasFullScan = true
+        }
+        return map
+    }
+
+    /// Re-reads the 4 KiB blocks that `extents` touch and stores their fingerprints in `map`.
+    private func refingerprint(_ extents: [ChangedExtent], size: Int64, into map: FingerprintMap) throws {
+        let bs = Int64(Fingerprint.blockSize)
+        var blocks: [(first: Int64, end: Int64)] = []
+        for e in extents.sorted(by: { $0.offset < $1.offset }) {
+            let first = max(0, e.offset / bs)
+            let end = min((e.offset + e.length + bs - 1) / bs, (size + bs - 1) / bs)
+            guard first < end else { continue }
+            if let last = blocks.last, first <= last.end {
+                blocks[blocks.count - 1].end = max(last.end, end)
+            } else {
+                blocks.append((first, end))
+            }
+        }
+        guard !blocks.isEmpty else { return }
+        let chunkBlocks = Int64(options.chunkSize) / bs
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: options.chunkSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        for run in blocks {
+            var block = run.first
+            while block < run.end {
+                let count = min(chunkBlocks, run.end - block)
+                let offset = block * bs
+                let want = Int(min(count * bs, size - offset))
+                dropCache(offset: offset, length: Int64(want))
+                let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want])
+                let got = try SystemCalls.preadFully(device, into: target, at: offset, path: path)
+                guard got == want else { throw shrankWhileReading(at: offset + Int64(got)) }
+                for i in 0..<Int(count) {
+                    let start = i * Fingerprint.blockSize
+                    let slice = UnsafeRawBufferPointer(rebasing: target[start..<min(start + Fingerprint.blockSize, want)])
+                    map[Int(block) + i] = Fingerprint.ofPartial(slice)
+                }
+                block += count
+            }
+        }
+    }
 
     /// Drops clean cached pages of a block device (no-op for files): see `isBlockDevice`.
     private func dropCache(offset: Int64, length: Int64) {

@@ -33,8 +33,13 @@ public enum Processes {
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        // Both pipes at once: a child that fills one while we wait on the other would block forever.
+        let errors = ErrorsBox()
+        let reader = Thread { errors.data = err.fileHandleForReading.readDataToEndOfFile(); errors.done.signal() }
+        reader.start()
         let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
+        errors.done.wait()
+        let e = errors.data
         p.waitUntilExit()
         return ProcessResult(
             status: p.terminationStatus,
@@ -42,4 +47,10 @@ public enum Processes {
             stderr: String(decoding: e, as: UTF8.self)
         )
     }
+}
+
+/// Standard error read by a second thread.
+private final class ErrorsBox: @unchecked Sendable {
+    var data = Data()
+    let done = DispatchSemaphore(value: 0)
 }

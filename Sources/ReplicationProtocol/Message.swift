@@ -22,10 +22,14 @@ public struct AgentSettings: Sendable, Hashable {
     public var throttleMbps: UInt32
     /// The longest the agent may keep filesystems frozen for a consistent point, in milliseconds.
     public var maxFreezeMilliseconds: UInt32
+    /// The agent sends PING at least this often while it has nothing else to send (the server closes
+    /// connections that stay silent for longer than its idle timeout).
+    public var keepaliveSeconds: UInt32
 
-    public init(throttleMbps: UInt32 = 0, maxFreezeMilliseconds: UInt32 = 250) {
+    public init(throttleMbps: UInt32 = 0, maxFreezeMilliseconds: UInt32 = 250, keepaliveSeconds: UInt32 = 20) {
         self.throttleMbps = throttleMbps
         self.maxFreezeMilliseconds = maxFreezeMilliseconds
+        self.keepaliveSeconds = keepaliveSeconds
     }
 }
 

@@ -68,6 +68,10 @@ public final class ReplicationService: Service, Sendable {
 
     public func run() async throws {
         pool.start()
+        // Connections of an earlier run (perhaps killed) are gone: nobody is connected yet.
+        for machine in (try? catalog.machines()) ?? [] where machine.connected {
+            try? catalog.recordDisconnected(machine: machine.name, reason: "the replication server restarted")
+        }
         defer { Task { try? await pool.shutdownGracefully() } }
         let sslContext = self.sslContext
         let idle = TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds))

@@ -80,6 +80,9 @@ struct AgentRun: AsyncParsableCommand {
     @Flag(name: .long, help: "Send extents uncompressed.")
     var noCompress = false
 
+    @Option(name: .long, help: "How changes are found: auto (kernel write hints for block devices when bpftrace is available), scan, kernel.")
+    var tracker: String = "auto"
+
     func run() async throws {
         try await runAsync {
             let logger = Logger(label: "lifeboat.agent")
@@ -93,6 +96,10 @@ struct AgentRun: AsyncParsableCommand {
             options.maxFreezeMilliseconds = maxFreezeMs
             options.cycleInterval = .milliseconds(Int64(max(0.05, interval) * 1000))
             options.compress = !noCompress
+            guard let choice = TrackerChoice(rawValue: tracker) else {
+                throw LifeboatError("cli.bad-tracker", "--tracker must be auto, scan or kernel, not '\(tracker)'")
+            }
+            options.tracker = choice
             let agent = try ReplicationAgent(state: AgentStateDirectory(root: state.state), options: options, logger: logger)
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
@@ -103,7 +110,8 @@ struct AgentRun: AsyncParsableCommand {
             )
             try await group.run()
             if once, let outcome = agent.lastOutcome {
-                print("sequence \(outcome.sequence): \(outcome.kindDescriptionForCLI)")
+                let seconds = Double(outcome.duration.components.seconds) + Double(outcome.duration.components.attoseconds) / 1e18
+                print("sequence \(outcome.sequence): \(outcome.kindDescriptionForCLI); cycle \(Int((seconds * 1000).rounded())) ms")
             }
         }
     }
@@ -114,7 +122,9 @@ extension CycleOutcome {
         switch kind {
         case .committed(let point, let consistent):
             "point \(PointID(raw: point)) committed, \(ByteFormatting.binary(changedBytes)) sent, "
-                + (consistent ? "crash-consistent" : "NOT crash-consistent (\(inconsistencyReason ?? "?"))")
+                + (consistent
+                    ? "crash-consistent (frozen \(frozenFor.map { "\($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) ms" } ?? "-"))"
+                    : "NOT crash-consistent (\(inconsistencyReason ?? "?"))")
         case .unchanged: "nothing changed"
         case .rejected(let code, let message): "rejected: [\(code)] \(message)"
         }

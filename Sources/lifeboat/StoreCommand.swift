@@ -154,19 +154,20 @@ struct StorePoints: ParsableCommand {
             if json {
                 let items = commits.map { c in
                     let vols = c.volumes.map { "{\"name\":\(jsonString($0.name)),\"size\":\($0.size)}" }.joined(separator: ",")
-                    return "{\"point\":\(jsonString(c.id.description)),\"machine\":\(jsonString(c.machine)),\"time\":\(jsonString(c.time.rfc3339)),\"sequence\":\(c.sequence),\"changed_bytes\":\(c.changedBytes),\"stored_bytes\":\(c.storedBytes),\"pinned\":\(pinned.contains(c.id)),\"volumes\":[\(vols)]}"
+                    return "{\"point\":\(jsonString(c.id.description)),\"machine\":\(jsonString(c.machine)),\"time\":\(jsonString(c.time.rfc3339)),\"sequence\":\(c.sequence),\"changed_bytes\":\(c.changedBytes),\"stored_bytes\":\(c.storedBytes),\"pinned\":\(pinned.contains(c.id)),\"crash_consistent\":\(c.crashConsistent),\"volumes\":[\(vols)]}"
                 }
                 print("[" + items.joined(separator: ",\n") + "]")
                 return
             }
             printTable(
-                ["POINT", "MACHINE", "TIME", "VOLUMES", "CHANGED", "STORED", "PINNED"],
+                ["POINT", "MACHINE", "TIME", "VOLUMES", "CHANGED", "STORED", "PINNED", "CONSISTENT"],
                 commits.reversed().map { c in
                     [
                         c.id.description, c.machine, c.time.rfc3339,
                         c.volumes.map { "\($0.name):\(ByteFormatting.binary($0.size))" }.joined(separator: ","),
                         ByteFormatting.binary(Int64(c.changedBytes)), ByteFormatting.binary(Int64(c.storedBytes)),
                         pinned.contains(c.id) ? "yes" : "",
+                        c.crashConsistent ? "yes" : "NO",
                     ]
                 }
             )

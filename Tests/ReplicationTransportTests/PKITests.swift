@@ -52,7 +52,9 @@ struct PKITests {
         try await CertificateInspection.verify(leafDER: issued.der, caDER: ca.certificateDER, purpose: .client)
 
         // openssl agrees on the fingerprint and sees a CA that may sign certificates and CRLs.
-        let fingerprint = try PKITestTools.openssl(["x509", "-noout", "-fingerprint", "-sha256", "-in", dir.child("ca.pem")])
+        let fingerprint = try PKITestTools.openssl([
+            "x509", "-noout", "-fingerprint", "-sha256", "-in", dir.child("ca.pem"),
+        ])
         #expect(fingerprint.status == 0)
         let hex = fingerprint.stdout.split(separator: "=").last.map { $0.filter { $0 != ":" && $0 != "\n" } } ?? ""
         #expect(hex.lowercased() == ca.fingerprint)
@@ -97,11 +99,17 @@ struct PKITests {
         let ca = try CertificateAuthority.create(commonName: "Lifeboat test CA")
         try ca.write(certificatePath: dir.child("ca.pem"), keyPath: dir.child("ca.key"))
         let names = ["localhost", "127.0.0.1", "::1", "backup-1.example.com", "10.1.2.3"]
-        try ca.writeServerCertificate(names: names, certificatePath: dir.child("server.pem"), keyPath: dir.child("server.key"))
+        try ca.writeServerCertificate(
+            names: names,
+            certificatePath: dir.child("server.pem"),
+            keyPath: dir.child("server.key")
+        )
         #expect(try FileTools.mode(dir.child("server.key")) == 0o600)
         #expect(try FileTools.mode(dir.child("server.pem")) == 0o644)
 
-        let der = try CertificateInspection.der(fromPEM: String(decoding: try FileTools.read(dir.child("server.pem")), as: UTF8.self))
+        let der = try CertificateInspection.der(
+            fromPEM: String(decoding: try FileTools.read(dir.child("server.pem")), as: UTF8.self)
+        )
         #expect(try CertificateInspection.subjectAlternativeNames(ofDER: der) == names)
         #expect(try CertificateInspection.commonName(ofDER: der) == "localhost")
         try await CertificateInspection.verify(leafDER: der, caDER: ca.certificateDER, purpose: .server)
@@ -156,7 +164,11 @@ struct PKITests {
         }
         let stranger = try CertificateAuthority.create(commonName: "Lifeboat test CA")
         await #expect(throws: LifeboatError.self) {
-            try await CertificateInspection.verify(leafDER: issued.der, caDER: stranger.certificateDER, purpose: .client)
+            try await CertificateInspection.verify(
+                leafDER: issued.der,
+                caDER: stranger.certificateDER,
+                purpose: .client
+            )
         }
 
         // openssl: same serial, clientAuth, chains to the CA for the sslclient purpose and not for sslserver.
@@ -181,7 +193,9 @@ struct PKITests {
     @Test func opensslAcceptsTheAgentsCSR() throws {
         let dir = try TemporaryDirectory()
         try FileTools.write(dir.child("csr.der"), try AgentKey.generate().certificateSigningRequest(machine: "web-1"))
-        let result = try PKITestTools.openssl(["req", "-inform", "DER", "-in", dir.child("csr.der"), "-noout", "-verify", "-subject"])
+        let result = try PKITestTools.openssl([
+            "req", "-inform", "DER", "-in", dir.child("csr.der"), "-noout", "-verify", "-subject",
+        ])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect((result.stdout + result.stderr).contains("verify OK"))
         #expect(result.stdout.contains("CN = web-1"))
@@ -195,9 +209,19 @@ struct PKITests {
         let at = try #require(csr.indices.first { csr[$0..<min($0 + name.count, csr.count)].elementsEqual(name) })
         var tampered = csr
         tampered[at] = UInt8(ascii: "x")
-        #expect(PKITestTools.errorCode { _ = try ca.signClientCertificate(csrDER: tampered, machine: "web-1") } == "pki.bad-csr")
-        #expect(PKITestTools.errorCode { _ = try ca.signClientCertificate(csrDER: [0x30, 0x03, 1, 2, 3], machine: "web-1") } == "pki.bad-csr")
-        #expect(PKITestTools.errorCode { _ = try ca.signClientCertificate(csrDER: csr, machine: "bad name") } == "name.invalid")
+        #expect(
+            PKITestTools.errorCode { _ = try ca.signClientCertificate(csrDER: tampered, machine: "web-1") }
+                == "pki.bad-csr"
+        )
+        #expect(
+            PKITestTools.errorCode {
+                _ = try ca.signClientCertificate(csrDER: [0x30, 0x03, 1, 2, 3], machine: "web-1")
+            } == "pki.bad-csr"
+        )
+        #expect(
+            PKITestTools.errorCode { _ = try ca.signClientCertificate(csrDER: csr, machine: "bad name") }
+                == "name.invalid"
+        )
         #expect(PKITestTools.errorCode { _ = try ca.signClientCertificate(csrDER: csr, machine: "web-1") } == nil)
     }
 
@@ -208,7 +232,10 @@ struct PKITests {
         try key.write(path: dir.child("agent.key"))
         #expect(try FileTools.mode(dir.child("agent.key")) == 0o600)
         let loaded = try AgentKey.load(path: dir.child("agent.key"))
-        let issued = try ca.signClientCertificate(csrDER: try loaded.certificateSigningRequest(machine: "web-1"), machine: "web-1")
+        let issued = try ca.signClientCertificate(
+            csrDER: try loaded.certificateSigningRequest(machine: "web-1"),
+            machine: "web-1"
+        )
         #expect(key.matches(certificateDER: issued.der))
         let check = try PKITestTools.openssl(["pkey", "-in", dir.child("agent.key"), "-noout", "-check"])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")

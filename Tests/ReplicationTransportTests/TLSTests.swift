@@ -23,18 +23,56 @@ struct TLSTests {
         #expect(reply == "peer serial=\(pki.agent.serial) cn=web-1")
     }
 
+    @Test func longMachineAndCANamesStillMakeWorkingCertificates() async throws {
+        // Machine names may have 128 characters (more than X.509's suggested 64 for a CN); CA names are shortened.
+        let machine = String(repeating: "m", count: 120) + "-web"
+        let pki = try TestPKI(
+            caName: "Lifeboat replication CA (" + String(repeating: "h", count: 200) + ")",
+            machine: machine
+        )
+        #expect(pki.ca.commonName.utf8.count == 64)
+        let server = try await ProbeServer.start(try pki.serverConfiguration())
+        defer { server.close() }
+        let reply = try await ProbeClient.exchange(
+            port: server.port,
+            configuration: try pki.agentConfiguration(),
+            hostname: "localhost"
+        )
+        #expect(reply == "peer serial=\(pki.agent.serial) cn=\(machine)")
+        let verify = try PKITestTools.openssl([
+            "verify", "-CAfile", pki.dir.child("ca.pem"), "-purpose", "sslclient", pki.dir.child("agent.pem"),
+        ])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
+
     @Test func agentChecksThatTheServerCertificateNamesTheHost() async throws {
         let pki = try TestPKI()
         // No IP SAN here: NIOSSL accepts a certificate whose IP SAN is the connected address, whatever the host name.
         let d = pki.dir
-        try pki.ca.writeServerCertificate(names: ["backup-1.example.com"], certificatePath: d.child("named.pem"), keyPath: d.child("named.key"))
+        try pki.ca.writeServerCertificate(
+            names: ["backup-1.example.com"],
+            certificatePath: d.child("named.pem"),
+            keyPath: d.child("named.key")
+        )
         let server = try await ProbeServer.start(
-            try TLSSetup.serverConfiguration(certificatePEMPath: d.child("named.pem"), keyPEMPath: d.child("named.key"), caPEMPath: d.child("ca.pem"))
+            try TLSSetup.serverConfiguration(
+                certificatePEMPath: d.child("named.pem"),
+                keyPEMPath: d.child("named.key"),
+                caPEMPath: d.child("ca.pem")
+            )
         )
         defer { server.close() }
-        let reply = try await ProbeClient.exchange(port: server.port, configuration: try pki.agentConfiguration(), hostname: "backup-1.example.com")
+        let reply = try await ProbeClient.exchange(
+            port: server.port,
+            configuration: try pki.agentConfiguration(),
+            hostname: "backup-1.example.com"
+        )
         #expect(reply.hasPrefix("peer serial="))
-        await ProbeClient.expectRefused(port: server.port, configuration: try pki.agentConfiguration(), hostname: "localhost")
+        await ProbeClient.expectRefused(
+            port: server.port,
+            configuration: try pki.agentConfiguration(),
+            hostname: "localhost"
+        )
     }
 
     @Test func clientWithoutCertificateMayConnectAndTheServerSeesNone() async throws {
@@ -53,7 +91,10 @@ struct TLSTests {
         defer { server.close() }
         // A certificate for a key the agent really holds, but signed by a CA the server does not trust.
         let key = AgentKey.generate()
-        let foreign = try pki.stranger.signClientCertificate(csrDER: try key.certificateSigningRequest(machine: "web-1"), machine: "web-1")
+        let foreign = try pki.stranger.signClientCertificate(
+            csrDER: try key.certificateSigningRequest(machine: "web-1"),
+            machine: "web-1"
+        )
         try key.write(path: pki.dir.child("foreign.key"))
         try FileTools.write(pki.dir.child("foreign.pem"), Array(foreign.pem.utf8))
         var configuration = TLSConfiguration.makeClientConfiguration()
@@ -93,7 +134,8 @@ struct TLSTests {
             let output = result.stdout + result.stderr
             #expect(result.status == 0, "\(output)")
             #expect(output.contains("TLSv1.3"))
-            let cipher = output.split(separator: "\n").first { $0.hasPrefix("Ciphersuite") } ?? "Ciphersuite: (not shown)"
+            let cipher =
+                output.split(separator: "\n").first { $0.hasPrefix("Ciphersuite") } ?? "Ciphersuite: (not shown)"
             print("openssl s_client -tls1_3 offering \(offer ?? "its defaults") negotiated \(cipher)")
         }
     }
@@ -119,7 +161,11 @@ struct TLSTests {
         let (configuration, verifier) = try TLSSetup.enrollmentConfiguration(caFingerprint: pki.ca.fingerprint)
         await ProbeClient.expectRefused(port: server.port, configuration: configuration, verifier: verifier)
         #expect(verifier.failure?.code == "tls.untrusted-server")
-        await ProbeClient.expectRefused(port: server.port, configuration: try pki.agentConfiguration(), hostname: "localhost")
+        await ProbeClient.expectRefused(
+            port: server.port,
+            configuration: try pki.agentConfiguration(),
+            hostname: "localhost"
+        )
     }
 
     @Test func anAgentCertificateCannotStandInForTheServer() async throws {
@@ -134,7 +180,11 @@ struct TLSTests {
         #expect(verifier.failure?.code == "tls.untrusted-server")
         #expect(verifier.failure.map { $0.detailedDescription().contains("not a server certificate") } == true)
         // BoringSSL's own verification (agent configuration) refuses it too, whatever the machine is called.
-        await ProbeClient.expectRefused(port: server.port, configuration: try pki.agentConfiguration(), hostname: "web-1")
+        await ProbeClient.expectRefused(
+            port: server.port,
+            configuration: try pki.agentConfiguration(),
+            hostname: "web-1"
+        )
     }
 
     @Test func configurationsReportWrongFilesBeforeAnyHandshake() throws {
@@ -142,22 +192,47 @@ struct TLSTests {
         let d = pki.dir
         func code(_ body: () throws -> TLSConfiguration) -> String? { PKITestTools.errorCode { _ = try body() } }
         #expect(
-            code { try TLSSetup.serverConfiguration(certificatePEMPath: d.child("server.pem"), keyPEMPath: d.child("agent.key"), caPEMPath: d.child("ca.pem")) }
+            code {
+                try TLSSetup.serverConfiguration(
+                    certificatePEMPath: d.child("server.pem"),
+                    keyPEMPath: d.child("agent.key"),
+                    caPEMPath: d.child("ca.pem")
+                )
+            }
                 == "tls.key-mismatch"
         )
         #expect(
-            code { try TLSSetup.agentConfiguration(certificatePEMPath: d.child("agent.pem"), keyPEMPath: d.child("agent.key"), caPEMPath: d.child("stranger.pem")) }
+            code {
+                try TLSSetup.agentConfiguration(
+                    certificatePEMPath: d.child("agent.pem"),
+                    keyPEMPath: d.child("agent.key"),
+                    caPEMPath: d.child("stranger.pem")
+                )
+            }
                 == "tls.untrusted-certificate"
         )
         #expect(
-            code { try TLSSetup.serverConfiguration(certificatePEMPath: d.child("absent.pem"), keyPEMPath: d.child("server.key"), caPEMPath: d.child("ca.pem")) }
+            code {
+                try TLSSetup.serverConfiguration(
+                    certificatePEMPath: d.child("absent.pem"),
+                    keyPEMPath: d.child("server.key"),
+                    caPEMPath: d.child("ca.pem")
+                )
+            }
                 == "tls.load"
         )
-        #expect(PKITestTools.errorCode { _ = try TLSSetup.enrollmentConfiguration(caFingerprint: "abc") } == "tls.bad-fingerprint")
+        #expect(
+            PKITestTools.errorCode { _ = try TLSSetup.enrollmentConfiguration(caFingerprint: "abc") }
+                == "tls.bad-fingerprint"
+        )
         // Upper case with colons, as `openssl x509 -fingerprint` prints it, is accepted.
         var colons = ""
-        for (i, c) in pki.ca.fingerprint.uppercased().enumerated() { colons += (i > 0 && i % 2 == 0 ? ":" : "") + String(c) }
-        #expect(try TLSSetup.enrollmentConfiguration(caFingerprint: colons).verifier.caFingerprint == pki.ca.fingerprint)
+        for (i, c) in pki.ca.fingerprint.uppercased().enumerated() {
+            colons += (i > 0 && i % 2 == 0 ? ":" : "") + String(c)
+        }
+        #expect(
+            try TLSSetup.enrollmentConfiguration(caFingerprint: colons).verifier.caFingerprint == pki.ca.fingerprint
+        )
     }
 }
 
@@ -171,9 +246,9 @@ struct TestPKI {
     let agent: IssuedCertificate
     let agentKeyPEM: String
 
-    init() throws {
+    init(caName: String = "Lifeboat test CA", machine: String = "web-1") throws {
         dir = try TemporaryDirectory()
-        ca = try CertificateAuthority.create(commonName: "Lifeboat test CA")
+        ca = try CertificateAuthority.create(commonName: caName)
         stranger = try CertificateAuthority.create(commonName: "Impostor CA")
         try ca.write(certificatePath: dir.child("ca.pem"), keyPath: dir.child("ca.key"))
         try stranger.write(certificatePath: dir.child("stranger.pem"), keyPath: dir.child("stranger.key"))
@@ -184,7 +259,10 @@ struct TestPKI {
         )
         let key = AgentKey.generate()
         try key.write(path: dir.child("agent.key"))
-        agent = try ca.signClientCertificate(csrDER: try key.certificateSigningRequest(machine: "web-1"), machine: "web-1")
+        agent = try ca.signClientCertificate(
+            csrDER: try key.certificateSigningRequest(machine: machine),
+            machine: machine
+        )
         try FileTools.write(dir.child("agent.pem"), Array(agent.pem.utf8))
         agentKeyPEM = String(decoding: try FileTools.read(dir.child("agent.key")), as: UTF8.self)
     }
@@ -209,7 +287,9 @@ struct TestPKI {
     func impostorConfiguration(leafPEM: String, keyPEM: String) throws -> TLSConfiguration {
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: [
-                .certificate(try NIOSSLCertificate(bytes: try CertificateInspection.der(fromPEM: leafPEM), format: .der)),
+                .certificate(
+                    try NIOSSLCertificate(bytes: try CertificateInspection.der(fromPEM: leafPEM), format: .der)
+                ),
                 .certificate(try NIOSSLCertificate(bytes: ca.certificateDER, format: .der)),
             ],
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem))
@@ -302,8 +382,16 @@ enum ProbeClient {
         sourceLocation: Testing.SourceLocation = #_sourceLocation
     ) async {
         do {
-            let reply = try await exchange(port: port, configuration: configuration, hostname: hostname, verifier: verifier)
-            Issue.record("expected the handshake to be refused, got the reply '\(reply)'", sourceLocation: sourceLocation)
+            let reply = try await exchange(
+                port: port,
+                configuration: configuration,
+                hostname: hostname,
+                verifier: verifier
+            )
+            Issue.record(
+                "expected the handshake to be refused, got the reply '\(reply)'",
+                sourceLocation: sourceLocation
+            )
         } catch {
             print("refused as expected (\(sourceLocation.line)): \(error)")
         }

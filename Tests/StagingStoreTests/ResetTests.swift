@@ -62,3 +62,46 @@ struct ResetTests {
         #expect(c.time == before)
     }
 }
+
+@Suite("Crash consistency and source epochs in commit records")
+struct ConsistencyFlagTests {
+    @Test("a commit that is not crash-consistent is kept but never offered as latest or by time; its id still reads it")
+    func inconsistentNotOffered() throws {
+        let f = try StoreFixture()
+        var store = try f.open(.write)
+        let first = try store.beginCommit(machine: "vm-1")
+        try first.setSize(volume: "disk", size: 8192)
+        try [UInt8](repeating: 1, count: 8192).withUnsafeBytes { try first.write(volume: "disk", offset: 0, bytes: $0) }
+        try first.setSourceEpoch(volume: "disk", epoch: 7)
+        let good = try first.commit()
+        f.clock.advance(seconds: 10)
+        let second = try store.beginCommit(machine: "vm-1")
+        try [UInt8](repeating: 2, count: 4096).withUnsafeBytes { try second.write(volume: "disk", offset: 0, bytes: $0) }
+        second.crashConsistent = false
+        try second.setSourceEpoch(volume: "disk", epoch: 9)
+        let torn = try second.commit()
+
+        // Reopened: the flags and epochs survive.
+        store.close()
+        store = try f.open(.read)
+        #expect(store.commit(torn.id)?.crashConsistent == false)
+        #expect(store.commit(good.id)?.volumes.first?.sourceEpoch == 7)
+        #expect(store.commit(torn.id)?.volumes.first?.sourceEpoch == 9)
+        #expect(store.latest(machine: "vm-1")?.id == torn.id)  // the parent of the next commit
+        #expect(try store.resolvePoint("latest", machine: "vm-1").id == good.id)
+        #expect(try store.resolvePoint(Timestamp.now().rfc3339, machine: "vm-1").id == good.id)
+        #expect(try store.resolvePoint(torn.id.description, machine: "vm-1").id == torn.id)
+        store.close()
+    }
+
+    @Test("a machine with only torn commits has no latest point: a clear error")
+    func onlyTorn() throws {
+        let f = try StoreFixture()
+        let store = try f.open(.write)
+        let b = try store.beginCommit(machine: "vm-2")
+        try b.setSize(volume: "disk", size: 4096)
+        b.crashConsistent = false
+        _ = try b.commit()
+        expectError("store.no-consistent-point") { _ = try store.resolvePoint("latest", machine: "vm-2") }
+    }
+}

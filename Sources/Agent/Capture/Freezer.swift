@@ -7,6 +7,10 @@ import LifeboatCore
 import LifeboatSystem
 public import Logging
 import SystemPackage
+#if canImport(CoreFoundation)
+    // Once a file of this module imports Foundation, `stat` and the pthread types resolve through CoreFoundation.
+    import CoreFoundation
+#endif
 
 /// Freezes the filesystems of a machine for a crash-consistent capture (FIFREEZE), with a watchdog that
 /// always thaws them.

@@ -53,8 +53,20 @@ public struct AgentOptions: Sendable {
     public var reconnectDelays: [Duration] = [.milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30)]
     /// Threads for reading and hashing during a scan.
     public var scanThreads: Int = 2
+    /// How changes are found (see `TrackerChoice`).
+    public var tracker: TrackerChoice = .auto
 
     public init(volumes: [AgentVolume]) {
         self.volumes = volumes
     }
+}
+
+/// How the agent finds changed blocks.
+public enum TrackerChoice: String, Sendable, CaseIterable {
+    /// Kernel write hints (eBPF through bpftrace) for block devices when available, scanning otherwise.
+    case auto
+    /// Always read and fingerprint the whole volume.
+    case scan
+    /// Kernel write hints for every block device, or fail.
+    case kernel
 }

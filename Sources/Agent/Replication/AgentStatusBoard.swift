@@ -19,6 +19,8 @@ public struct CycleOutcome: Sendable, Equatable {
     public var inconsistencyReason: String?
     /// How long the filesystems were frozen.
     public var frozenFor: Duration?
+    /// From the start of the cycle to the server's answer.
+    public var duration: Duration = .zero
 }
 
 /// The agent's own view of its replication state, reported to the server in STATUS frames.

@@ -31,9 +31,10 @@ extension ReplicationAgent {
         let changed = first.reduce(Int64(0)) { $0 + $1.changedBytes }
         let sizes = first.map(\.volumeSize)
         let fresh = first.contains { $0.reason != .incremental }
+        let stalled = status.current.state == .stalled
         if changed == 0 && !fresh && !commitEvenIfUnchanged && sizes == lastSizes.value {
             abandon(created)
-            status.set(.continuous)
+            if !stalled { status.set(.continuous) }
             try await report(channel, SendProgress())
             return CycleOutcome(kind: .unchanged, sequence: sequence, changedBytes: 0)
         }
@@ -42,7 +43,8 @@ extension ReplicationAgent {
             status.set(.rescan, reason: first.compactMap { if case .rescan(let why) = $0.reason { why } else { nil } }.first)
         } else if first.contains(where: { $0.reason == .initialSync }) {
             status.set(.initialSync)
-        } else {
+        } else if !stalled {
+            // STALLED (and its reason) stays until a commit lands.
             status.set(changed > Self.backlogThreshold ? .backlog : .continuous)
         }
         let volumes = zip(trackers, first).map { entry, set in
@@ -115,6 +117,10 @@ extension ReplicationAgent {
                 }
             }
         }
+        if consistent && !unfreezable.isEmpty {
+            consistent = false
+            why = "\(unfreezable.joined(separator: ", ")) holds the agent's state and cannot be frozen; move --state to a filesystem that is not replicated"
+        }
         if !consistent { captureTime = Timestamp.now() }
 
         let epochs = current.map(\.epoch)
@@ -126,7 +132,7 @@ extension ReplicationAgent {
         switch answer {
         case .committed(_, let point, _):
             let trackers = self.trackers
-            try await pool.runIfActive {
+            try await pool.blocking {
                 for (entry, epoch) in zip(trackers, epochs) { try entry.tracker.acknowledge(epoch: epoch) }
             }
             try PendingCommit.remove(state)
@@ -180,7 +186,7 @@ extension ReplicationAgent {
     /// Collects every volume (from the acknowledged state, or since the previous round), on the thread pool.
     private func collect(since previous: [ChangeSet]?) async throws -> [ChangeSet] {
         let trackers = self.trackers
-        return try await pool.runIfActive {
+        return try await pool.blocking {
             try trackers.indices.map { i in
                 if let previous {
                     try trackers[i].tracker.collect(since: previous[i].epoch)
@@ -197,7 +203,7 @@ extension ReplicationAgent {
         let freezer = self.freezer
         let limit = options.maxFrozenResidueBytes
         let maxFreeze = self.maxFreeze.value
-        return try await pool.runIfActive { () throws -> FrozenCapture in
+        return try await pool.blocking { () throws -> FrozenCapture in
             let (captured, frozenFor) = try freezer.withFrozen(maxDuration: maxFreeze) {
                 () throws -> (sets: [ChangeSet], data: [[[UInt8]]], time: Timestamp) in
                 let time = Timestamp.now()
@@ -243,7 +249,7 @@ extension ReplicationAgent {
         let compress = options.compress
         let pool = self.pool
         @Sendable func read(_ piece: (volume: Int, extent: ChangedExtent, epoch: UInt64)) async throws -> WirePiece {
-            try await pool.runIfActive {
+            try await pool.blocking {
                 var bytes = [UInt8](repeating: 0, count: Int(piece.extent.length))
                 try bytes.withUnsafeMutableBytes { try trackers[piece.volume].tracker.read(piece.extent, epoch: piece.epoch, into: $0) }
                 return WirePiece.encode(bytes, compress: compress, compressors: compressors)

@@ -66,11 +66,13 @@ extension ReplicationAgent {
                 throw Self.sessionError(welcome, while: "waiting for the server's welcome")
             }
             apply(settings)
+            established.value = true
             try settlePending(lastCommitted: last)
             logger.info("connected", metadata: ["server": "\(address)", "last-sequence": "\(last)"])
 
             var sequence = last
             var lastCommit: ContinuousClock.Instant?
+            var inconsistentInARow = 0
             while true {
                 if isStopping {
                     try? await channel.outbound.write(
@@ -81,7 +83,8 @@ extension ReplicationAgent {
                 }
                 let started = ContinuousClock.now
                 let heartbeatDue = options.once || lastCommit.map { started - $0 >= options.heartbeatInterval } ?? true
-                let outcome = try await cycle(sequence: sequence + 1, channel: channel, commitEvenIfUnchanged: heartbeatDue)
+                var outcome = try await cycle(sequence: sequence + 1, channel: channel, commitEvenIfUnchanged: heartbeatDue)
+                outcome.duration = ContinuousClock.now - started
                 status.lastOutcome = outcome
                 switch outcome.kind {
                 case .committed(_, let consistent):
@@ -91,6 +94,14 @@ extension ReplicationAgent {
                         try? await channel.outbound.write(.goodbye)
                         return true
                     }
+                    inconsistentInARow = consistent ? 0 : inconsistentInARow + 1
+                    if options.once && inconsistentInARow >= 5 {
+                        try? await channel.outbound.write(.goodbye)
+                        throw LifeboatError(
+                            "agent.no-consistent-point",
+                            "5 commits in a row could not be captured crash-consistently: \(outcome.inconsistencyReason ?? "unknown reason")"
+                        )
+                    }
                 case .unchanged:
                     break
                 case .rejected:
@@ -99,7 +110,7 @@ extension ReplicationAgent {
                     }
                 }
                 let elapsed = ContinuousClock.now - started
-                if elapsed < options.cycleInterval { try await sleep(options.cycleInterval - elapsed) }
+                if elapsed < options.cycleInterval { try await sleep(options.cycleInterval - elapsed, channel: channel) }
             }
         }
     }
@@ -108,6 +119,7 @@ extension ReplicationAgent {
     func apply(_ settings: AgentSettings) {
         throttle.setRate(megabitsPerSecond: options.throttleMbps ?? settings.throttleMbps)
         maxFreeze.value = Duration.milliseconds(Int64(options.maxFreezeMilliseconds ?? settings.maxFreezeMilliseconds))
+        keepalive.value = Duration.seconds(Int64(max(1, settings.keepaliveSeconds)))
     }
 
     /// A commit sent before a crash or a lost connection: it landed if the server's last committed sequence

@@ -23,11 +23,17 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
     let sslContext: NIOSSLContext
     let trackers: [(volume: AgentVolume, tracker: ScanTracker)]
     let freezer: Freezer
+    /// Mounted filesystems of the replicated volumes that hold the agent's own state: never frozen, so points
+    /// that include them are not crash-consistent.
+    let unfreezable: [String]
     let throttle: Throttle
     let pool = NIOThreadPool(numberOfThreads: 2)
     private let lockFile: SystemPackage.FileDescriptor
     private let stopping = LockedValue(false)
     let maxFreeze = LockedValue(Duration.milliseconds(250))
+    let keepalive = LockedValue(Duration.seconds(20))
+    /// Set when a session reached WELCOME; resets the reconnect delays.
+    let established = LockedValue(false)
     /// Volume sizes of the last acknowledged commit (a size change needs a commit even without changed blocks).
     let lastSizes = LockedValue<[Int64]>([])
     let compressors = CompressorPool()
@@ -66,11 +72,20 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
                     volume: volume.name,
                     path: volume.path,
                     stateDirectory: state.trackers,
-                    options: ScanTracker.Options(threads: options.scanThreads, maxOutstandingEpochs: 16)
+                    options: ScanTracker.Options(threads: options.scanThreads, maxOutstandingEpochs: 16),
+                    hints: try Self.hints(for: volume, choice: options.tracker, logger: logger)
                 )
                 return (volume, tracker)
             }
             let mounts = try Freezer.mountPoints(onVolumes: options.volumes.map(\.path), excludingPath: state.root)
+            let all = try Freezer.mountPoints(onVolumes: options.volumes.map(\.path), excludingPath: "/nonexistent/\(UInt64.random(in: 0...UInt64.max))")
+            unfreezable = all.filter { !mounts.contains($0) }
+            if !unfreezable.isEmpty {
+                logger.warning(
+                    "the filesystem holding the agent's state is on a replicated volume and cannot be frozen: points are not crash-consistent; move --state to another filesystem",
+                    metadata: ["mounts": "\(unfreezable.joined(separator: ", "))"]
+                )
+            }
             freezer = Freezer(mountPoints: mounts, logger: logger)
             if !mounts.isEmpty {
                 logger.info("filesystems frozen for consistent points", metadata: ["mounts": "\(mounts.joined(separator: ", "))"])
@@ -84,9 +99,39 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
 
     deinit { try? lockFile.close() }
 
+    /// Kernel write hints for a block device, as `choice` asks; nil means scanning.
+    static func hints(for volume: AgentVolume, choice: TrackerChoice, logger: Logger) throws -> BPFTraceHints? {
+        guard choice != .scan else { return nil }
+        let isBlockDevice = (try? VolumeDiscovery.describe(path: volume.path)).map { _ in
+            (try? BPFTraceHints.locate(volume.path)) != nil
+        } ?? false
+        guard isBlockDevice, BPFTraceHints.isAvailable else {
+            if choice == .kernel {
+                throw LifeboatError(
+                    "agent.no-kernel-hints",
+                    "kernel write hints need a block device, root and bpftrace (apt-get install bpftrace): \(volume.path)"
+                )
+            }
+            return nil
+        }
+        do {
+            return try BPFTraceHints(devicePath: volume.path, logger: logger)
+        } catch {
+            if choice == .kernel { throw error }
+            logger.warning(
+                "kernel write hints unavailable; scanning the whole volume every cycle",
+                metadata: ["volume": "\(volume.name)", "error": "\(error)"]
+            )
+            return nil
+        }
+    }
+
     public func run() async throws {
         pool.start()
-        defer { Task { [pool] in try? await pool.shutdownGracefully() } }
+        defer {
+            for entry in trackers { (entry.tracker.hints as? BPFTraceHints)?.stop() }
+            Task { [pool] in try? await pool.shutdownGracefully() }
+        }
         try await withGracefulShutdownHandler {
             try await replicate()
         } onGracefulShutdown: {
@@ -105,6 +150,11 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
                 logger.error("replication stopped", metadata: ["error": "\(error.detailedDescription())"])
                 throw error
             } catch {
+                // A session that got as far as WELCOME was a success: start the delays over.
+                if established.value {
+                    established.value = false
+                    failures = 0
+                }
                 let delay = options.reconnectDelays[min(failures, options.reconnectDelays.count - 1)]
                 failures += 1
                 status.set(.disconnected, reason: "\(Self.describe(error))")
@@ -120,14 +170,20 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
     /// Errors that no retry can fix: the operator must act.
     static func isFatal(_ error: LifeboatError) -> Bool {
         ["auth.revoked", "auth.unknown-machine", "auth.machine-mismatch", "auth.certificate-required", "protocol.version",
-         "tracker.volume-shrank"].contains(error.code.rawValue)
+         "tracker.volume-shrank", "agent.no-consistent-point"].contains(error.code.rawValue)
     }
 
-    /// Sleeps, waking early when the agent is stopping.
-    func sleep(_ duration: Duration) async throws {
+    /// Sleeps, waking early when the agent is stopping; with a session, pings the server at the keepalive
+    /// interval so that an idle agent is not taken for a dead one.
+    func sleep(_ duration: Duration, channel: SessionChannel? = nil) async throws {
         let deadline = ContinuousClock.now + duration
+        var nextPing = ContinuousClock.now + keepalive.value
         while !stopping.value && ContinuousClock.now < deadline {
             try await Task.sleep(for: min(.milliseconds(100), deadline - ContinuousClock.now))
+            if let channel, ContinuousClock.now >= nextPing {
+                try await channel.outbound.write(.ping(nonce: UInt64.random(in: 0...UInt64.max)))
+                nextPing = ContinuousClock.now + keepalive.value
+            }
         }
     }
 

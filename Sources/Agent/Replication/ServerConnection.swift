@@ -11,13 +11,14 @@ enum ServerConnection {
         _ address: ServerAddress,
         context: NIOSSLContext,
         verifier: PinnedAuthorityVerifier? = nil,
-        idleTimeout: TimeAmount = .seconds(120)
+        idleTimeout: TimeAmount = .hours(1)
     ) async throws -> NIOAsyncChannel<Message, Message> {
         let hostname: String? = address.isIPAddress ? nil : address.host
         do {
             return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.seconds(10))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.socketOption(.so_keepalive), value: 1)
                 .connect(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations

@@ -68,7 +68,7 @@ final class AgentSession {
             try await outbound.write(.error(code: "auth.bad-certificate", message: "the client certificate names no machine"))
             return false
         }
-        let active = try await service.pool.runIfActive { [catalog = service.catalog] in
+        let active = try await service.pool.blocking { [catalog = service.catalog] in
             try catalog.isCertificateActive(serial: serial, machine: name)
         }
         guard active else {
@@ -119,7 +119,7 @@ final class AgentSession {
                     totalBytes: total,
                     throughputBytesPerSecond: nil
                 )
-                try? await service.pool.runIfActive { [catalog = service.catalog] in
+                try? await service.pool.blocking { [catalog = service.catalog] in
                     try catalog.recordStatus(machine: name, update)
                 }
             case .close(let reason):
@@ -138,7 +138,7 @@ final class AgentSession {
         let peer = self.peer
         let agentVersion = self.agentVersion
         do {
-            let settings = try await service.pool.runIfActive { () throws -> AgentSettings in
+            let settings = try await service.pool.blocking { () throws -> AgentSettings in
                 guard let record = try service.catalog.machine(named: name), record.removedAt == nil else {
                     throw LifeboatError("auth.unknown-machine", "machine '\(name)' is not enrolled on this server")
                 }
@@ -149,14 +149,22 @@ final class AgentSession {
                     volumes: volumes.map { VolumeRecord(name: $0.name, size: $0.size) }
                 )
                 try service.catalog.recordEvent(machine: name, kind: "CONNECTED", detail: "from \(peer)")
-                return AgentSettings(throttleMbps: record.throttleMbps, maxFreezeMilliseconds: record.maxFreezeMilliseconds)
+                return AgentSettings(
+                    throttleMbps: record.throttleMbps,
+                    maxFreezeMilliseconds: record.maxFreezeMilliseconds,
+                    keepaliveSeconds: UInt32(max(1, service.configuration.idleTimeoutSeconds / 3))
+                )
             }
             if let previous = service.sessions.claim(machine: name, by: channel) {
                 logger.notice("a new connection replaces the previous session of this machine")
                 previous.close(promise: nil)
             }
             authorized = name
+            // A commit of this machine still being made durable by an older session must finish first: the last
+            // committed sequence decides whether the agent resends it.
+            await service.gate.acquire()
             let last = service.store.latest(machine: name)?.sequence ?? 0
+            await service.gate.release()
             logger.info("session established", metadata: ["last-sequence": "\(last)"])
             return machine.machineAccepted(settings: settings, lastCommittedSequence: last)
         } catch {
@@ -169,7 +177,7 @@ final class AgentSession {
         let service = self.service
         let peer = self.peer
         do {
-            let issued = try await service.pool.runIfActive { () throws -> IssuedCertificate in
+            let issued = try await service.pool.blocking { () throws -> IssuedCertificate in
                 let token = try EnrollmentTokenText(parsing: text)
                 guard token.caFingerprint == service.authority.fingerprint else {
                     throw LifeboatError(
@@ -204,7 +212,7 @@ final class AgentSession {
         commitBytes = 0
         commitVolumes = volumes
         do {
-            builder = try await service.pool.runIfActive { [store = service.store] () throws -> CommitBuilder in
+            builder = try await service.pool.blocking { [store = service.store] () throws -> CommitBuilder in
                 let builder = try store.beginCommit(machine: name)
                 do {
                     for volume in volumes {
@@ -249,9 +257,10 @@ final class AgentSession {
         guard let builder, commitError == nil else { return }
         commitBytes += UInt64(rawLength)
         do {
-            try await service.pool.runIfActive {
-                let bytes = encoding == 1 ? try ExtentCompression.decompress(data, rawLength: Int(rawLength)) : data
-                try bytes.withUnsafeBytes { try builder.write(volume: volume, offset: Int64(offset), bytes: $0) }
+            try await service.pool.blocking {
+                var bytes = data
+                if encoding == 1 { bytes = try ExtentCompression.decompress(data, rawLength: Int(rawLength)) }
+                try builder.write(volume: volume, offset: Int64(offset), contentsOf: bytes)
             }
         } catch let error as LifeboatError where error.code == "protocol.malformed" {
             throw error  // a lying peer: the connection closes, the commit is abandoned
@@ -283,7 +292,8 @@ final class AgentSession {
         let volumes = commitVolumes
         do {
             builder.captureTime = captureTime
-            let record = try await service.pool.runIfActive { () throws -> CommitRecord in
+            builder.crashConsistent = consistent
+            let record = try await service.pool.blocking { () throws -> CommitRecord in
                 for (volume, epoch) in zip(volumes, epochs) {
                     try builder.setSourceEpoch(volume: volume.name, epoch: epoch)
                 }
@@ -292,7 +302,7 @@ final class AgentSession {
             if record.sequence != sequence {
                 logger.error("store sequence differs from the agent's", metadata: ["store": "\(record.sequence)", "agent": "\(sequence)"])
             }
-            try? await service.pool.runIfActive { [catalog = service.catalog] in
+            try? await service.pool.blocking { [catalog = service.catalog] in
                 try catalog.recordCommit(
                     machine: name,
                     point: record.id.raw,
@@ -317,7 +327,7 @@ final class AgentSession {
 
     private func recordFailure(_ error: LifeboatError) async {
         guard let name = authorized else { return }
-        try? await service.pool.runIfActive { [catalog = service.catalog] in
+        try? await service.pool.blocking { [catalog = service.catalog] in
             try catalog.recordStatus(
                 machine: name,
                 ReplicationStatusUpdate(
@@ -352,7 +362,7 @@ final class AgentSession {
         await dropCommit()
         let stopped = lastReportedState == .stopped
         if let name = authorized, service.sessions.remove(channel, machine: name) {
-            try? await service.pool.runIfActive { [catalog = service.catalog] in
+            try? await service.pool.blocking { [catalog = service.catalog] in
                 try catalog.recordDisconnected(machine: name)
                 try catalog.recordEvent(machine: name, kind: "DISCONNECTED", detail: "")
                 if stopped {

@@ -1,12 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Crypto
 public import LifeboatCore
 import SwiftASN1
 import X509
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 extension CertificateAuthority {
     /// Issues the server's TLS certificate for a fresh P-256 key: serverAuth, a SAN for every name (DNS names and
@@ -18,7 +19,10 @@ extension CertificateAuthority {
         var unique: [String] = []
         for name in names where !unique.contains(name) { unique.append(name) }
         guard let first = unique.first else {
-            throw LifeboatError("pki.bad-name", "a server certificate needs at least one name (host name or IP address)")
+            throw LifeboatError(
+                "pki.bad-name",
+                "a server certificate needs at least one name (host name or IP address)"
+            )
         }
         let sans = try unique.map(HostNames.generalName(for:))
         let key = P256.Signing.PrivateKey()

@@ -1,12 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Crypto
 public import LifeboatCore
 import SwiftASN1
 import X509
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The replication server's certificate authority: a self-signed ECDSA P-384 CA (10 years, path length 0)
 /// that signs the server's TLS certificate and the agents' client certificates.
@@ -29,13 +30,21 @@ public struct CertificateAuthority: Sendable {
         self.certificateDER = try CertificateInspection.serialize(certificate)
     }
 
-    /// Creates a new CA with a fresh P-384 key; `commonName` names it in certificates (e.g. "Lifeboat CA backup-1").
-    public static func create(commonName: String, clock: any WallClock = SystemWallClock()) throws -> CertificateAuthority {
-        guard !commonName.isEmpty, commonName.utf8.count <= 64 else {
-            throw LifeboatError("pki.bad-name", "the CA's common name must be 1 to 64 bytes, got \(commonName.utf8.count)")
+    /// Creates a new CA with a fresh P-384 key; `commonName` names it in certificates (e.g. "Lifeboat CA backup-1")
+    /// and is cut to X.509's 64-byte limit for common names.
+    public static func create(
+        commonName: String,
+        clock: any WallClock = SystemWallClock()
+    ) throws -> CertificateAuthority {
+        guard !commonName.isEmpty else {
+            throw LifeboatError("pki.bad-name", "the CA needs a common name")
+        }
+        var shortened = ""
+        for character in commonName where shortened.utf8.count + String(character).utf8.count <= 64 {
+            shortened.append(character)
         }
         let key = Certificate.PrivateKey(P384.Signing.PrivateKey())
-        let name = try DistinguishedName { CommonName(commonName) }
+        let name = try DistinguishedName { CommonName(shortened) }
         let now = clock.now()
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
@@ -80,7 +89,10 @@ public struct CertificateAuthority: Sendable {
             )
         }
         guard case .isCertificateAuthority = try? certificate.extensions.basicConstraints else {
-            throw LifeboatError("pki.load", "\(certificatePath) is not a CA certificate (basicConstraints CA is not set)")
+            throw LifeboatError(
+                "pki.load",
+                "\(certificatePath) is not a CA certificate (basicConstraints CA is not set)"
+            )
         }
         return try CertificateAuthority(certificate: certificate, privateKey: key)
     }

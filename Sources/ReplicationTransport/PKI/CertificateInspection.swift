@@ -1,12 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Crypto
 public import LifeboatCore
 import SwiftASN1
 import X509
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Reads what Lifeboat needs from certificates (DER or PEM) without exposing swift-certificates types.
 public enum CertificateInspection {
@@ -32,7 +33,11 @@ public enum CertificateInspection {
         do {
             names = try certificate.extensions.subjectAlternativeNames
         } catch {
-            throw LifeboatError("pki.bad-certificate", "the certificate's subject alternative names are malformed", cause: error)
+            throw LifeboatError(
+                "pki.bad-certificate",
+                "the certificate's subject alternative names are malformed",
+                cause: error
+            )
         }
         return (names ?? SubjectAlternativeNames()).compactMap { name -> String? in
             switch name {
@@ -56,7 +61,10 @@ public enum CertificateInspection {
     /// The DER bytes of the first certificate in PEM text.
     public static func der(fromPEM pem: String) throws -> [UInt8] {
         guard let first = try ders(fromPEM: pem).first else {
-            throw LifeboatError("pki.bad-certificate", "the text holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+            throw LifeboatError(
+                "pki.bad-certificate",
+                "the text holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            )
         }
         return first
     }
@@ -78,7 +86,11 @@ public enum CertificateInspection {
         do {
             return try Certificate(derEncoded: der)
         } catch {
-            throw LifeboatError("pki.bad-certificate", "the bytes are not a valid X.509 certificate (DER)", cause: error)
+            throw LifeboatError(
+                "pki.bad-certificate",
+                "the bytes are not a valid X.509 certificate (DER)",
+                cause: error
+            )
         }
     }
 

@@ -15,11 +15,13 @@ public final class PinnedAuthorityVerifier: @unchecked Sendable {
     /// Accepts the fingerprint in lowercase or uppercase hex, with or without ':' separators.
     public init(caFingerprint: String, logger: Logger) throws {
         let normalized = String(caFingerprint.lowercased().filter { $0 != ":" })
-        guard normalized.utf8.count == 64, normalized.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
+        guard normalized.utf8.count == 64,
+            normalized.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
         else {
             throw LifeboatError(
                 "tls.bad-fingerprint",
-                "'\(caFingerprint)' is not a CA fingerprint: give the 64 hex digits (SHA-256) the replication server prints"
+                "'\(caFingerprint)' is not a CA fingerprint: "
+                    + "give the 64 hex digits (SHA-256) the replication server prints"
             )
         }
         self.caFingerprint = normalized

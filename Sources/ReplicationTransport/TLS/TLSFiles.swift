@@ -88,7 +88,11 @@ enum TLSFiles {
         do {
             return try CertificateInspection.parse(der)
         } catch {
-            throw LifeboatError("tls.load", "the first certificate in \(path) is not a valid X.509 certificate", cause: error)
+            throw LifeboatError(
+                "tls.load",
+                "the first certificate in \(path) is not a valid X.509 certificate",
+                cause: error
+            )
         }
     }
 

@@ -56,7 +56,8 @@ public enum TLSSetup {
 
     /// Agent during enrollment: no client certificate; the server is trusted only if its chain holds the CA whose
     /// SHA-256 is `caFingerprint` and its leaf is a server certificate signed by that CA (the host name is not
-    /// checked: the pin is stronger). Make the client handler with `verifier.makeClientHandler(context:serverHostname:)`.
+    /// checked: the pin is stronger). Make the client handler with
+    /// `verifier.makeClientHandler(context:serverHostname:)`.
     public static func enrollmentConfiguration(
         caFingerprint: String,
         logger: Logger = Logger(label: "lifeboat.tls.enrollment")

@@ -1,4 +1,4 @@
-public import LifeboatCore
+import LifeboatCore
 
 /// What `lifeboat tokens create` prints and `lifeboat agent enroll --token` takes: a one-time secret plus the
 /// SHA-256 fingerprint of the server's CA, so that the agent can trust the server before it has the CA

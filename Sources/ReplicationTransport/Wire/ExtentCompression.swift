@@ -1,5 +1,5 @@
 import CZstd
-public import LifeboatCore
+import LifeboatCore
 
 /// zstd for extents on the wire (EXTENT encoding 1): fast level 1 on the agent, exact-length decoding on the
 /// server. One instance per thread (it keeps a compression context).

@@ -136,6 +136,9 @@ public final class CommitBuilder: @unchecked Sendable {
     /// after the parent's time.
     public var captureTime: Timestamp?
 
+    /// False for a commit whose volumes were not captured at one instant (see `CommitRecord.crashConsistent`).
+    public var crashConsistent = true
+
     // MARK: Scanning a whole image
 
     /// Reads an image file or block device as the new state of `volume` and stores what differs.
@@ -306,6 +309,19 @@ public final class CommitBuilder: @unchecked Sendable {
         if pendingBytes > Self.pendingLimit { try foldPending(volume: nil) }
     }
 
+    /// `write(volume:offset:bytes:)` for bytes in an array.
+    public func write(volume: String, offset: Int64, contentsOf data: [UInt8]) throws {
+        var failure: (any Error)?
+        data.withUnsafeBytes { raw in
+            do {
+                try write(volume: volume, offset: offset, bytes: raw)
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
+    }
+
     /// The content of a segment as this commit currently has it.
     private func currentContent(volume: String, segment index: Int) throws -> [UInt8] {
         let leafIndex = index / StoreFormat.segmentsPerLeaf
@@ -421,6 +437,7 @@ public final class CommitBuilder: @unchecked Sendable {
                 machine: machine,
                 parent: parent,
                 time: captureTime,
+                crashConsistent: crashConsistent,
                 volumes: volumeOrder.map { volumes[$0]! },
                 changedBytes: changedBytes,
                 storedBytes: storedBytes

@@ -43,6 +43,7 @@ extension Store {
         machine: String,
         parent: CommitRecord?,
         time: Timestamp?,
+        crashConsistent: Bool,
         volumes: [VolumeState],
         changedBytes: UInt64,
         storedBytes: UInt64
@@ -70,7 +71,8 @@ extension Store {
                 parent: parent?.id,
                 volumes: volumes,
                 changedBytes: changedBytes,
-                storedBytes: storedBytes
+                storedBytes: storedBytes,
+                crashConsistent: crashConsistent
             )
             let name = record.id.description
             try backend.put(.commit, name, try cipher.seal(record.encoded(), kind: .commit, context: Array(name.utf8)))

@@ -243,9 +243,17 @@ public final class Store: @unchecked Sendable {
     }
 
     /// Resolves `latest`, a point id, or an RFC 3339 time (newest point at or before it) for a machine.
+    /// `latest` and times consider crash-consistent points only; an id names any commit.
     public func resolvePoint(_ text: String, machine: String) throws -> CommitRecord {
-        let mine = commits(machine: machine)
-        guard !mine.isEmpty else {
+        let all = commits(machine: machine)
+        let mine = all.filter(\.crashConsistent)
+        if !all.isEmpty && mine.isEmpty && PointID(text) == nil {
+            throw LifeboatError(
+                "store.no-consistent-point",
+                "machine '\(machine)' has \(all.count) commits but none is crash-consistent yet; name one by its id to read it anyway"
+            )
+        }
+        guard !all.isEmpty else {
             let known = machines()
             throw LifeboatError(
                 "store.unknown-machine",
@@ -253,7 +261,7 @@ public final class Store: @unchecked Sendable {
                     + (known.isEmpty ? "" : " (machines: \(known.joined(separator: ", ")))")
             )
         }
-        if text == "latest" { return latest(machine: machine)! }
+        if text == "latest" { return mine.max { ($0.sequence, $0.time) < ($1.sequence, $1.time) }! }
         if let id = PointID(text) {
             guard let c = commit(id), c.machine == machine else {
                 throw LifeboatError(

@@ -39,7 +39,7 @@ public struct VolumeState: Sendable, Equatable {
 /// commit and context = the file name. Layout: `"LBCOMMIT"`, u8 version (2; 1 is read too), u64 id,
 /// string machine, u64 sequence, i64 time (ns), u64 parent id (0 = none), u16 volume count, per volume string
 /// name, u64 size, u8 height, u8 has-root, [32-byte root], u64 source epoch (version 2 only), then u64 changed
-/// bytes, u64 stored bytes.
+/// bytes, u64 stored bytes, then (version 2 only) u8 flags: bit 0 set = not crash-consistent.
 public struct CommitRecord: Sendable, Equatable {
     public var id: PointID
     public var machine: String
@@ -52,6 +52,10 @@ public struct CommitRecord: Sendable, Equatable {
     public var changedBytes: UInt64
     /// Bytes this commit added to the store (after deduplication, compression and encryption).
     public var storedBytes: UInt64
+    /// Whether the commit holds all volumes as of one instant (a frozen capture, or an ingest of images nobody
+    /// writes). A commit that is not is kept — later commits build on it — but never offered as a recovery
+    /// point by `latest` or a time (DESIGN.md §5.2); only its id reaches it.
+    public var crashConsistent: Bool = true
 
     static let magic = Array("LBCOMMIT".utf8)
 
@@ -79,6 +83,7 @@ public struct CommitRecord: Sendable, Equatable {
         }
         w.u64(changedBytes)
         w.u64(storedBytes)
+        w.u8(crashConsistent ? 0 : 1)
         return w.bytes
     }
 
@@ -112,6 +117,8 @@ public struct CommitRecord: Sendable, Equatable {
         }
         let changed = try r.u64()
         let stored = try r.u64()
+        let flags: UInt8 = version >= 2 ? try r.u8() : 0
+        guard flags <= 1 else { throw LifeboatError("store.corrupt", "commit \(name) has unknown flags \(flags)") }
         try r.expectEnd()
         return CommitRecord(
             id: id,
@@ -121,7 +128,8 @@ public struct CommitRecord: Sendable, Equatable {
             parent: parentRaw == 0 ? nil : PointID(raw: parentRaw),
             volumes: volumes,
             changedBytes: changed,
-            storedBytes: stored
+            storedBytes: stored,
+            crashConsistent: flags & 1 == 0
         )
     }
 }
