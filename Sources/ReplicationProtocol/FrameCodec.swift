@@ -250,7 +250,7 @@ struct WireWriter {
     mutating func settings(_ s: AgentSettings) {
         u32(s.throttleMbps)
         u32(s.maxFreezeMilliseconds)
-        u32(s.keepaliveSeconds)
+        u32(s.keepaliveMilliseconds)
     }
 }
 
@@ -313,7 +313,7 @@ struct WireReader {
     }
 
     mutating func settings() throws -> AgentSettings {
-        AgentSettings(throttleMbps: try u32(), maxFreezeMilliseconds: try u32(), keepaliveSeconds: try u32())
+        AgentSettings(throttleMbps: try u32(), maxFreezeMilliseconds: try u32(), keepaliveMilliseconds: try u32())
     }
 
     mutating func rest() -> [UInt8] {

@@ -24,12 +24,12 @@ public struct AgentSettings: Sendable, Hashable {
     public var maxFreezeMilliseconds: UInt32
     /// The agent sends PING at least this often while it has nothing else to send (the server closes
     /// connections that stay silent for longer than its idle timeout).
-    public var keepaliveSeconds: UInt32
+    public var keepaliveMilliseconds: UInt32
 
-    public init(throttleMbps: UInt32 = 0, maxFreezeMilliseconds: UInt32 = 250, keepaliveSeconds: UInt32 = 20) {
+    public init(throttleMbps: UInt32 = 0, maxFreezeMilliseconds: UInt32 = 250, keepaliveMilliseconds: UInt32 = 20_000) {
         self.throttleMbps = throttleMbps
         self.maxFreezeMilliseconds = maxFreezeMilliseconds
-        self.keepaliveSeconds = keepaliveSeconds
+        self.keepaliveMilliseconds = keepaliveMilliseconds
     }
 }
 

@@ -160,6 +160,10 @@ extension ReplicationAgent {
         case .commitRejected(_, let reason):
             abandon(created)
             try PendingCommit.remove(state)
+            if reason.code == "replication.out-of-sequence" {
+                // The server stored a commit this session did not see acknowledged: a new session's WELCOME says which.
+                throw LifeboatError(LifeboatError.Code(reason.code), reason.message)
+            }
             if reason.code == "replication.unknown-base" {
                 for (entry, set) in zip(trackers, first) where set.baseEpoch != 0 {
                     try entry.tracker.invalidate(reason: "the server no longer holds the state this volume built on")

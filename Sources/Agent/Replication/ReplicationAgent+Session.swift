@@ -119,7 +119,7 @@ extension ReplicationAgent {
     func apply(_ settings: AgentSettings) {
         throttle.setRate(megabitsPerSecond: options.throttleMbps ?? settings.throttleMbps)
         maxFreeze.value = Duration.milliseconds(Int64(options.maxFreezeMilliseconds ?? settings.maxFreezeMilliseconds))
-        keepalive.value = Duration.seconds(Int64(max(1, settings.keepaliveSeconds)))
+        keepalive.value = Duration.milliseconds(Int64(max(100, settings.keepaliveMilliseconds)))
     }
 
     /// A commit sent before a crash or a lost connection: it landed if the server's last committed sequence

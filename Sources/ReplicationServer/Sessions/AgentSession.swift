@@ -152,7 +152,7 @@ final class AgentSession {
                 return AgentSettings(
                     throttleMbps: record.throttleMbps,
                     maxFreezeMilliseconds: record.maxFreezeMilliseconds,
-                    keepaliveSeconds: UInt32(max(1, service.configuration.idleTimeoutSeconds / 3))
+                    keepaliveMilliseconds: UInt32(max(100, service.configuration.idleTimeoutSeconds * 1000 / 3))
                 )
             }
             if let previous = service.sessions.claim(machine: name, by: channel) {
@@ -213,6 +213,13 @@ final class AgentSession {
         commitVolumes = volumes
         do {
             builder = try await service.pool.blocking { [store = service.store] () throws -> CommitBuilder in
+                let latest = store.latest(machine: name)?.sequence ?? 0
+                guard latest + 1 == sequence else {
+                    throw LifeboatError(
+                        "replication.out-of-sequence",
+                        "commit \(sequence) does not follow the last stored commit \(latest) of '\(name)': reconnect to learn it"
+                    )
+                }
                 let builder = try store.beginCommit(machine: name)
                 do {
                     for volume in volumes {
