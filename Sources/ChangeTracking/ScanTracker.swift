@@ -239,7 +239,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
 
     /// A full scan compared with the acknowledged base (`since` nil) or with what an outstanding epoch read.
     private func collect(relativeTo since: UInt64?) throws -> ChangeSet {
-        try lock.withLock { () throws(LifeboatError) in
+        try lock.withLock { () throws in
             guard !collecting else {
                 throw LifeboatError("tracker.busy", "a collect of volume \(volume) is already running")
             }
@@ -351,7 +351,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     }
 
     public func acknowledge(epoch: UInt64) throws {
-        let taken: [Pending]? = try lock.withLock { () throws(LifeboatError) -> [Pending]? in
+        let taken: [Pending]? = try lock.withLock { () throws -> [Pending]? in
             guard !acknowledging else {
                 throw LifeboatError("tracker.busy", "an acknowledge of volume \(volume) is already running")
             }

@@ -267,7 +267,7 @@ final class AgentSession {
             try await service.pool.blocking {
                 var bytes = data
                 if encoding == 1 { bytes = try ExtentCompression.decompress(data, rawLength: Int(rawLength)) }
-                try builder.write(volume: volume, offset: Int64(offset), contentsOf: bytes)
+                if let failure = builder.write(volume: volume, offset: Int64(offset), contentsOf: bytes) { throw failure }
             }
         } catch let error as LifeboatError where error.code == "protocol.malformed" {
             throw error  // a lying peer: the connection closes, the commit is abandoned

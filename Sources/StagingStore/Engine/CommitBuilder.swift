@@ -297,7 +297,10 @@ public final class CommitBuilder: @unchecked Sendable {
             let within = Int(position % seg)
             let count = Int(min(end - position, seg - Int64(within)))
             if pendingSegments[volume]?[index] == nil {
-                pendingSegments[volume, default: [:]][index] = try currentContent(volume: volume, segment: index)
+                // Not `dict[k, default:][i] = try …`: a throwing call inside that modify access was miscompiled in
+                // release builds (Swift 6.3: the caller saw a null error and crashed casting it).
+                let content = try currentContent(volume: volume, segment: index)
+                pendingSegments[volume, default: [:]][index] = content
                 pendingBytes += StoreFormat.segmentSize
             }
             pendingSegments[volume]![index]!.withUnsafeMutableBytes { dst in
@@ -309,17 +312,18 @@ public final class CommitBuilder: @unchecked Sendable {
         if pendingBytes > Self.pendingLimit { try foldPending(volume: nil) }
     }
 
-    /// `write(volume:offset:bytes:)` for bytes in an array.
-    public func write(volume: String, offset: Int64, contentsOf data: [UInt8]) throws {
-        var failure: (any Error)?
-        data.withUnsafeBytes { raw in
+    /// `write(volume:offset:bytes:)` for bytes in an array; returns the failure instead of throwing it.
+    public func write(volume: String, offset: Int64, contentsOf data: [UInt8]) -> LifeboatError? {
+        data.withUnsafeBytes { raw -> LifeboatError? in
             do {
                 try write(volume: volume, offset: offset, bytes: raw)
+                return nil
+            } catch let error as LifeboatError {
+                return error
             } catch {
-                failure = error
+                return LifeboatError("store.internal", "\(error)")
             }
         }
-        if let failure { throw failure }
     }
 
     /// The content of a segment as this commit currently has it.
