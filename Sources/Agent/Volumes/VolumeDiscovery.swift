@@ -6,6 +6,10 @@
 import LifeboatCore
 import LifeboatSystem
 import SystemPackage
+#if canImport(CoreFoundation)
+    // Once a file of this module imports Foundation, `stat` resolves through CoreFoundation.
+    import CoreFoundation
+#endif
 
 /// A volume the agent can replicate: a whole disk or a disk image file.
 public struct DiscoveredVolume: Hashable, Sendable {

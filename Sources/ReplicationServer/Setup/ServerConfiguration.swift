@@ -1,5 +1,5 @@
-public import Foundation
-public import LifeboatCore
+import Foundation
+import LifeboatCore
 import LifeboatSystem
 
 /// `server.json`: what `server init` chose and `server run` uses. Edited by hand only with the server stopped.

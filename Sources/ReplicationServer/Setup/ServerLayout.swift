@@ -1,4 +1,4 @@
-public import LifeboatCore
+import LifeboatCore
 
 /// Where everything of a replication server lives under its data directory (`lifeboat server init --data DIR`).
 ///
