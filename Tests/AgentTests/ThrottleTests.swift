@@ -150,20 +150,22 @@ private func ms(_ value: Int) -> Duration { .milliseconds(value) }
         await #expect(throws: CancellationError.self) { try await task.value }
     }
 
+    /// With the real clock the throttle must never let more than the limit through: the transfer cannot finish
+    /// sooner than its bytes (beyond the first burst) take at 8 Mbit/s, less 10 %. (How much slower it is depends on
+    /// the machine's load; the exact sleeps are checked with the manual clock above.)
     @Test func realClockHoldsTheRate() async throws {
-        let clock = RecordingClock()
-        let throttle = Throttle(megabitsPerSecond: 8, clock: clock)
+        let throttle = Throttle(megabitsPerSecond: 8)
         let total = 2_000_000
         var sent = 0
+        let start = ContinuousClock.now
         while sent < total {
             let chunk = min(64 << 10, total - sent)
             try await throttle.acquire(bytes: chunk)
             sent += chunk
         }
-        // Beyond the first burst (100,000 bytes), the bytes are paid for by the requested sleeps.
-        let slept = clock.sleeps.reduce(Duration.zero, +)
-        let seconds = Double(slept.components.seconds) + Double(slept.components.attoseconds) / 1e18
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let megabitsPerSecond = Double(total - 100_000) * 8 / seconds / 1e6
-        #expect(abs(megabitsPerSecond - 8) / 8 < 0.1, "measured \(megabitsPerSecond) Mbit/s over \(seconds) s")
+        #expect(megabitsPerSecond < 8 * 1.1, "measured \(megabitsPerSecond) Mbit/s over \(seconds) s")
     }
 }
