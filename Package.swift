@@ -70,7 +70,11 @@ let package = Package(
         // revoked certificates, replication status.
         .target(
             name: "Catalog",
-            dependencies: ["LifeboatCore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "LifeboatCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
 
         // What agent and server share on the wire below the protocol: the certificate authority, CSRs and
@@ -156,7 +160,10 @@ let package = Package(
         .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore"]),
         .testTarget(name: "ChangeTrackingTests", dependencies: ["ChangeTracking", "LifeboatCore", "LifeboatTesting"]),
         .testTarget(name: "ReplicationProtocolTests", dependencies: ["ReplicationProtocol", "LifeboatCore"]),
-        .testTarget(name: "CatalogTests", dependencies: ["Catalog", "LifeboatCore", "LifeboatTesting"]),
+        .testTarget(
+            name: "CatalogTests",
+            dependencies: ["Catalog", "LifeboatCore", "LifeboatTesting", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(
             name: "ReplicationTransportTests",
             dependencies: [

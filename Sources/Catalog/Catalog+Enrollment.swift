@@ -1,3 +1,4 @@
+import Crypto
 import GRDB
 public import LifeboatCore
 
@@ -20,7 +21,7 @@ extension Catalog {
         var random = SystemRandomNumberGenerator()
         let secretBytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &random) }
         let secret = Hex.encode(secretBytes)
-        let hash = SHA256.hash(secretBytes)
+        let hash = Array(SHA256.hash(data: secretBytes))
         return try write { db in
             let now = self.now
             var id: String
@@ -100,7 +101,7 @@ extension Catalog {
         guard !certificateSerial.isEmpty else {
             throw LifeboatError("enroll.bad-certificate", "the certificate serial for machine \(machine) is empty")
         }
-        let hash = Hex.decode(secret).flatMap { $0.count == 32 ? SHA256.hash($0) : nil }
+        let hash = Hex.decode(secret).flatMap { $0.count == 32 ? Array(SHA256.hash(data: $0)) : nil }
         try write { db in
             let now = self.now
             guard let hash,

@@ -1,3 +1,4 @@
+import Crypto
 import LifeboatCore
 import LifeboatTesting
 import Testing
@@ -152,7 +153,7 @@ struct EnrollmentTests {
     func onlyHashStored() throws {
         let f = try CatalogFixture()
         let token = try f.catalog.createEnrollmentToken(validFor: 60)
-        let hash = Hex.encode(SHA256.hash(try #require(Hex.decode(token.secret))))
+        let hash = Hex.encode(SHA256.hash(data: try #require(Hex.decode(token.secret))))
         var hashFound = false
         for file in try FileTools.allFiles(under: f.directory.path) {
             #expect(try !FileTools.contains(file, Array(token.secret.utf8)), "secret in \(file)")
@@ -203,6 +204,6 @@ struct EnrollmentTests {
         ]
     )
     func sha256(message: String, digest: String) {
-        #expect(Hex.encode(SHA256.hash(Array(message.utf8))) == digest)
+        #expect(Hex.encode(SHA256.hash(data: Array(message.utf8))) == digest)
     }
 }

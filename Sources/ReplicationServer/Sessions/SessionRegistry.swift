@@ -47,6 +47,4 @@ final class SessionRegistry: @unchecked Sendable {
         }
         for channel in all { channel.close(promise: nil) }
     }
-
-    var machinesConnected: [String] { lock.withLock { Array(byMachine.keys) } }
 }
