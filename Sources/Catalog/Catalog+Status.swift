@@ -165,4 +165,14 @@ extension Catalog {
             )
         }
     }
+
+    /// Pauses or resumes replication of a machine: the server tells a connected agent at once (its state becomes
+    /// PAUSED), an agent that connects later learns it from WELCOME.
+    public func setPaused(machine: String, _ paused: Bool) throws {
+        try Names.validate(machine, kind: "machine")
+        try write { db in
+            try Catalog.requireActive(db, machine)
+            try db.execute(sql: "UPDATE machines SET paused = ? WHERE name = ?", arguments: [paused, machine])
+        }
+    }
 }

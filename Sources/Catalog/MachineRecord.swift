@@ -56,6 +56,8 @@ public struct MachineRecord: Sendable, Equatable {
     public var throttleMbps: UInt32
     /// The longest the agent may keep filesystems frozen for a consistent point, in milliseconds.
     public var maxFreezeMilliseconds: UInt32
+    /// Replication paused by an operator: the agent stays connected and sends nothing until resumed.
+    public var paused: Bool
     /// The volumes as last announced, sorted by name.
     public var volumes: [VolumeRecord]
 
@@ -82,6 +84,7 @@ public struct MachineRecord: Sendable, Equatable {
         lastConsistentCaptureTime: Timestamp? = nil,
         throttleMbps: UInt32 = 0,
         maxFreezeMilliseconds: UInt32 = 250,
+        paused: Bool = false,
         volumes: [VolumeRecord] = []
     ) {
         self.name = name
@@ -105,6 +108,7 @@ public struct MachineRecord: Sendable, Equatable {
         self.lastConsistentCaptureTime = lastConsistentCaptureTime
         self.throttleMbps = throttleMbps
         self.maxFreezeMilliseconds = maxFreezeMilliseconds
+        self.paused = paused
         self.volumes = volumes
     }
 
@@ -135,7 +139,7 @@ extension MachineRecord {
     static let columns = """
         name, certificate_serial, certificate_expires, enrolled_at, removed_at, connected, address, agent_version,
         last_seen, state, state_reason, backlog_bytes, synced_bytes, total_bytes, throughput, last_point,
-        last_sequence, last_point_capture_time, last_consistent_capture_time, throttle_mbps, max_freeze_ms
+        last_sequence, last_point_capture_time, last_consistent_capture_time, throttle_mbps, max_freeze_ms, paused
         """
 
     init(row: Row, volumes: [VolumeRecord]) {
@@ -163,6 +167,7 @@ extension MachineRecord {
             lastConsistentCaptureTime: time("last_consistent_capture_time"),
             throttleMbps: UInt32(truncatingIfNeeded: row["throttle_mbps"] as Int64),
             maxFreezeMilliseconds: UInt32(truncatingIfNeeded: row["max_freeze_ms"] as Int64),
+            paused: row["paused"],
             volumes: volumes
         )
     }

@@ -12,6 +12,10 @@ enum Migrations {
         migrator.registerMigration("v1-machines") { db in
             try db.execute(sql: v1)
         }
+        // Replication paused by an operator (`lifeboat machines pause`): the agent stays connected, sends nothing.
+        migrator.registerMigration("v2-machine-paused") { db in
+            try db.execute(sql: "ALTER TABLE machines ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 

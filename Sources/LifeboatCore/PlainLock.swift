@@ -21,8 +21,6 @@ public final class PlainLock: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    // `rethrows`, not typed throws: with `throws(E)` and E = any Error, a release build (Swift 6.3) returned a
-    // null error from a throwing body in CommitBuilder and crashed the caller that inspected it.
     @inline(__always)
     public func withLock<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(mutex)

@@ -251,6 +251,7 @@ struct WireWriter {
         u32(s.throttleMbps)
         u32(s.maxFreezeMilliseconds)
         u32(s.keepaliveMilliseconds)
+        u32(s.paused ? AgentSettings.pausedFlag : 0)
     }
 }
 
@@ -313,11 +314,25 @@ struct WireReader {
     }
 
     mutating func settings() throws -> AgentSettings {
-        AgentSettings(throttleMbps: try u32(), maxFreezeMilliseconds: try u32(), keepaliveMilliseconds: try u32())
+        let throttle = try u32(), maxFreeze = try u32(), keepalive = try u32(), flags = try u32()
+        guard flags & ~AgentSettings.pausedFlag == 0 else {
+            throw LifeboatError.malformed("settings carry unknown flags \(flags)")
+        }
+        return AgentSettings(
+            throttleMbps: throttle,
+            maxFreezeMilliseconds: maxFreeze,
+            keepaliveMilliseconds: keepalive,
+            paused: flags & AgentSettings.pausedFlag != 0
+        )
     }
 
     mutating func rest() -> [UInt8] {
         defer { position = bytes.endIndex }
         return Array(bytes[position...])
     }
+}
+
+extension AgentSettings {
+    /// Bit 0 of the settings' flags word.
+    static let pausedFlag: UInt32 = 1
 }

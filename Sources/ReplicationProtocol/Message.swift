@@ -25,11 +25,20 @@ public struct AgentSettings: Sendable, Hashable {
     /// The agent sends PING at least this often while it has nothing else to send (the server closes
     /// connections that stay silent for longer than its idle timeout).
     public var keepaliveMilliseconds: UInt32
+    /// Replication paused by an operator: the agent reports PAUSED, keeps the connection and sends no commit
+    /// until settings without it arrive.
+    public var paused: Bool
 
-    public init(throttleMbps: UInt32 = 0, maxFreezeMilliseconds: UInt32 = 250, keepaliveMilliseconds: UInt32 = 20_000) {
+    public init(
+        throttleMbps: UInt32 = 0,
+        maxFreezeMilliseconds: UInt32 = 250,
+        keepaliveMilliseconds: UInt32 = 20_000,
+        paused: Bool = false
+    ) {
         self.throttleMbps = throttleMbps
         self.maxFreezeMilliseconds = maxFreezeMilliseconds
         self.keepaliveMilliseconds = keepaliveMilliseconds
+        self.paused = paused
     }
 }
 

@@ -105,6 +105,7 @@ public final class ReplicationService: Service, Sendable {
 
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { await self.pushSettingsChanges() }
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
                         group.addTask { await self.serve(connection) }
@@ -117,6 +118,51 @@ public final class ReplicationService: Service, Sendable {
             self.sessions.closeAll()
         }
         logger.notice("replication endpoint stopped")
+    }
+
+    /// The settings for a machine's agent, from its catalog record and the server's configuration.
+    func settings(for record: MachineRecord) -> AgentSettings {
+        AgentSettings(
+            throttleMbps: record.throttleMbps,
+            maxFreezeMilliseconds: record.maxFreezeMilliseconds,
+            keepaliveMilliseconds: UInt32(max(100, configuration.idleTimeoutSeconds * 1000 / 3)),
+            paused: record.paused
+        )
+    }
+
+    /// How often the catalog is checked for settings an operator changed (`lifeboat machines set|pause|resume`).
+    static let settingsPollInterval = Duration.seconds(1)
+
+    /// Until the server stops: sends connected agents their settings when the catalog's differ from what they
+    /// were last given, so that throttling, the freeze limit and pausing apply without a reconnect.
+    func pushSettingsChanges() async {
+        while !sessions.isClosing {
+            try? await Task.sleep(for: Self.settingsPollInterval)
+            let current = sessions.machineSessions()
+            guard !current.isEmpty else { continue }
+            let records: [String: MachineRecord]
+            do {
+                records = try await pool.blocking { [catalog] in
+                    Dictionary(try catalog.machines().map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+                }
+            } catch {
+                logger.warning("cannot read settings from the catalog", metadata: ["error": "\(error)"])
+                continue
+            }
+            for (machine, channel, sent) in current {
+                guard let record = records[machine], record.isActive else { continue }
+                let settings = settings(for: record)
+                guard settings != sent, sessions.settingsSent(settings, machine: machine, channel: channel) else { continue }
+                channel.writeAndFlush(Message.settings(settings), promise: nil)
+                logger.notice(
+                    "settings sent to the agent",
+                    metadata: [
+                        "machine": "\(machine)", "paused": "\(settings.paused)",
+                        "throttle-mbps": "\(settings.throttleMbps)", "max-freeze-ms": "\(settings.maxFreezeMilliseconds)",
+                    ]
+                )
+            }
+        }
     }
 
     /// Runs one connection to its end; never throws (a failed session is logged and affects nothing else).

@@ -5,8 +5,8 @@ import LifeboatCore
 struct MachinesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "machines",
-        abstract: "Protected machines: replication state, lag, backlog; remove one; change its settings.",
-        subcommands: [MachinesList.self, MachinesRemove.self, MachinesSet.self],
+        abstract: "Protected machines: replication state, lag, backlog; pause, resume, remove one; change its settings.",
+        subcommands: [MachinesList.self, MachinesPause.self, MachinesResume.self, MachinesRemove.self, MachinesSet.self],
         defaultSubcommand: MachinesList.self
     )
 }
@@ -34,6 +34,7 @@ struct MachinesList: ParsableCommand {
             }
             let rows = machines.map { m -> [String] in
                 var state = m.removedAt == nil ? m.state : "REMOVED"
+                if m.paused && m.removedAt == nil && m.state != "PAUSED" { state += " (pause requested)" }
                 if m.state == "INITIAL_SYNC", let p = m.initialSyncPercent { state += " \(Int(p))%" }
                 return [
                     m.name,
@@ -70,6 +71,7 @@ struct MachinesList: ParsableCommand {
             + "\"certificateSerial\":\(jsonString(m.certificateSerial)),"
             + "\"throttleMbps\":\(m.throttleMbps),"
             + "\"maxFreezeMilliseconds\":\(m.maxFreezeMilliseconds),"
+            + "\"paused\":\(m.paused),"
             + "\"volumes\":[\(volumes)]"
             + "}"
     }
@@ -79,6 +81,50 @@ func formatSeconds(_ s: Double) -> String {
     if s < 60 { return "\(Int(s.rounded()))s" }
     if s < 3600 { return "\(Int(s / 60))m\(Int(s.truncatingRemainder(dividingBy: 60)))s" }
     return "\(Int(s / 3600))h\(Int(s.truncatingRemainder(dividingBy: 3600) / 60))m"
+}
+
+struct MachinesPause: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pause",
+        abstract: "Pause a machine's replication: its agent stays connected and sends nothing (state PAUSED) until resumed."
+    )
+
+    @OptionGroup var data: DataOptions
+
+    @Argument(help: "The machine's name.")
+    var machine: String
+
+    func run() throws {
+        try lifeboat.run {
+            let catalog = try data.openCatalog()
+            defer { catalog.close() }
+            try catalog.setPaused(machine: machine, true)
+            try catalog.recordEvent(machine: machine, kind: "PAUSED", detail: "replication paused by an operator")
+            print("replication of \(machine) paused: a connected agent stops after its current commit; resume with 'lifeboat machines resume \(machine)'")
+        }
+    }
+}
+
+struct MachinesResume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resume",
+        abstract: "Resume a paused machine's replication (its changes since the pause follow; no full resync)."
+    )
+
+    @OptionGroup var data: DataOptions
+
+    @Argument(help: "The machine's name.")
+    var machine: String
+
+    func run() throws {
+        try lifeboat.run {
+            let catalog = try data.openCatalog()
+            defer { catalog.close() }
+            try catalog.setPaused(machine: machine, false)
+            try catalog.recordEvent(machine: machine, kind: "RESUMED", detail: "replication resumed by an operator")
+            print("replication of \(machine) resumed")
+        }
+    }
 }
 
 struct MachinesRemove: ParsableCommand {
@@ -106,7 +152,7 @@ struct MachinesRemove: ParsableCommand {
 struct MachinesSet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "set",
-        abstract: "Change a machine's replication settings (applied when its agent next connects)."
+        abstract: "Change a machine's replication settings (a connected agent gets them within seconds)."
     )
 
     @OptionGroup var data: DataOptions

@@ -193,6 +193,18 @@ struct FreezerTests {
         #expect(try fs.isWritable())
     }
 
+    @Test func nothingToFreezeHasNoDeadline() throws {
+        // Image files or raw disks without a mounted filesystem: no writer is blocked, so a slow final capture
+        // (a full scan of a large image) is not cut short by the maximum freeze time.
+        let freezer = Freezer(mountPoints: [], logger: logger)
+        let result = try freezer.withFrozen(maxDuration: .milliseconds(20)) { () -> Int in
+            usleep(200_000)
+            return 7
+        }
+        #expect(result.value == 7)
+        #expect(result.frozenFor == .zero)
+    }
+
     @Test func thawsWhenBodyThrows() throws {
         let dir = try TemporaryDirectory(prefix: "lifeboat-freeze")
         let fs = try FreezerLoopFilesystem(in: dir, name: "fs")

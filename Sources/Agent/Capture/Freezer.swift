@@ -37,7 +37,12 @@ public final class Freezer: Sendable {
     /// - Returns: body's value and how long the filesystems were frozen (first FIFREEZE to last FITHAW).
     /// - Throws: `freeze.failed` when a filesystem cannot be frozen (nothing stays frozen), `freeze.timeout`,
     ///   `freeze.thaw-failed` (the message names the command that thaws by hand), or body's error.
+    ///
+    /// With no mount points there is nothing to freeze and no writer is blocked: `body` runs without a deadline
+    /// and the frozen time is zero. (Volumes without a mounted filesystem, such as image files or raw disks, are
+    /// then captured as they are; the point is exact only if nothing writes to them during the final round.)
     public func withFrozen<T>(maxDuration: Duration, _ body: () throws -> T) throws -> (value: T, frozenFor: Duration) {
+        guard !mountPoints.isEmpty else { return (try body(), .zero) }
         let session = try FreezeSession(mountPoints: mountPoints, logger: logger)
         defer { session.close() }
         // Flush dirty data while writers still run, so that FIFREEZE's own flush (writers blocked) is short.

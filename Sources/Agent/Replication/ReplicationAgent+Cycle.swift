@@ -26,6 +26,7 @@ extension ReplicationAgent {
     /// frozen, all in one commit; waits for the server's answer and lets the trackers forget only on success.
     func cycle(sequence: UInt64, channel: SessionChannel, commitEvenIfUnchanged: Bool) async throws -> CycleOutcome {
         var created: [[UInt64]] = []  // epochs made this cycle, per round
+        let firstCollectTime = Timestamp.now()
         let first = try await collect(since: nil)
         created.append(first.map(\.epoch))
         let changed = first.reduce(Int64(0)) { $0 + $1.changedBytes }
@@ -55,12 +56,14 @@ extension ReplicationAgent {
         try await report(channel, progress)
         try await send(first, channel: channel, progress: &progress)
 
-        // Unfrozen rounds while the residue is large.
+        // Unfrozen rounds while the residue is large. With no mounted filesystem to freeze (image files, raw
+        // disks), more rounds and a residue would only repeat the scan: the first round is the capture.
+        let nothingToFreeze = freezer.mountPoints.isEmpty
         var current = first
         var lastRound = changed
         var rounds = 1
         var why: String?
-        while rounds < options.maxUnfrozenRounds && lastRound > options.residueThresholdBytes {
+        while !nothingToFreeze && rounds < options.maxUnfrozenRounds && lastRound > options.residueThresholdBytes {
             let next = try await collect(since: current)
             created.append(next.map(\.epoch))
             guard next.map(\.volumeSize) == sizes else {
@@ -78,7 +81,11 @@ extension ReplicationAgent {
         var consistent = false
         var frozenFor: Duration?
         var captureTime = Timestamp.now()
-        if why == nil {
+        if nothingToFreeze {
+            consistent = true
+            frozenFor = .zero
+            captureTime = firstCollectTime
+        } else if why == nil {
             for attempt in 1...max(1, options.freezeAttempts) {
                 do {
                     let capture = try await captureFrozen(since: current)

@@ -7,11 +7,11 @@ import ReplicationTransport
 
 /// The iterator of frames from the server and the writer of frames to it, with the session's state machine.
 final class SessionChannel {
-    var frames: NIOAsyncChannelInboundStream<Message>.AsyncIterator
+    var frames: AsyncThrowingStream<Message, any Error>.AsyncIterator
     let outbound: NIOAsyncChannelOutboundWriter<Message>
     var machine = AgentSessionStateMachine()
 
-    init(frames: NIOAsyncChannelInboundStream<Message>.AsyncIterator, outbound: NIOAsyncChannelOutboundWriter<Message>) {
+    init(frames: AsyncThrowingStream<Message, any Error>.AsyncIterator, outbound: NIOAsyncChannelOutboundWriter<Message>) {
         self.frames = frames
         self.outbound = outbound
     }
@@ -54,69 +54,124 @@ extension ReplicationAgent {
     func session() async throws -> Bool {
         let connection = try await ServerConnection.open(address, context: sslContext)
         return try await connection.executeThenClose { inbound, outbound in
-            let channel = SessionChannel(frames: inbound.makeAsyncIterator(), outbound: outbound)
-            let volumes = try trackers.map { entry in
-                VolumeInfo(name: entry.volume.name, size: try VolumeDiscovery.describe(path: entry.volume.path).size)
-            }
-            try await channel.perform(
-                channel.machine.connected(agentVersion: LifeboatVersion.current, machine: identity.machine, volumes: volumes)
-            )
-            let welcome = try await channel.nextEvent(onSettings: apply)
-            guard case .established(let settings, let last) = welcome else {
-                throw Self.sessionError(welcome, while: "waiting for the server's welcome")
-            }
-            apply(settings)
-            established.value = true
-            try settlePending(lastCommitted: last)
-            logger.info("connected", metadata: ["server": "\(address)", "last-sequence": "\(last)"])
-
-            var sequence = last
-            var lastCommit: ContinuousClock.Instant?
-            var inconsistentInARow = 0
-            while true {
-                if isStopping {
-                    try? await channel.outbound.write(
-                        .status(state: .stopped, backlogBytes: 0, syncedBytes: 0, totalBytes: 0, reason: "the agent was stopped")
-                    )
-                    try? await channel.outbound.write(.goodbye)
-                    return true
-                }
-                let started = ContinuousClock.now
-                let heartbeatDue = options.once || lastCommit.map { started - $0 >= options.heartbeatInterval } ?? true
-                var outcome = try await cycle(sequence: sequence + 1, channel: channel, commitEvenIfUnchanged: heartbeatDue)
-                outcome.duration = ContinuousClock.now - started
-                status.lastOutcome = outcome
-                switch outcome.kind {
-                case .committed(_, let consistent):
-                    sequence += 1
-                    lastCommit = started
-                    if options.once && consistent {
-                        try? await channel.outbound.write(.goodbye)
-                        return true
-                    }
-                    inconsistentInARow = consistent ? 0 : inconsistentInARow + 1
-                    if options.once && inconsistentInARow >= 5 {
-                        try? await channel.outbound.write(.goodbye)
-                        throw LifeboatError(
-                            "agent.no-consistent-point",
-                            "5 commits in a row could not be captured crash-consistently: \(outcome.inconsistencyReason ?? "unknown reason")"
-                        )
-                    }
-                case .unchanged:
-                    break
-                case .rejected:
-                    if options.once {
-                        throw LifeboatError("agent.commit-rejected", "the server did not store the commit: \(outcome.kindDescription)")
+            // A reader task takes every frame as it arrives, so that settings (throttle, freeze limit, pause) apply
+            // at once, even while the session sends extents or sleeps between cycles; the session reads the frames
+            // in order from the stream.
+            let (messages, continuation) = AsyncThrowingStream<Message, any Error>.makeStream()
+            return try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { [self] in
+                    do {
+                        for try await message in inbound {
+                            if case .settings(let settings) = message { apply(settings) }
+                            continuation.yield(message)
+                        }
+                        continuation.finish()
+                    } catch {
+                        continuation.finish(throwing: error)
                     }
                 }
-                let elapsed = ContinuousClock.now - started
-                if elapsed < options.cycleInterval { try await sleep(options.cycleInterval - elapsed, channel: channel) }
+                defer {
+                    // The reader task ends when the connection does (iterating NIO's inbound stream does not end
+                    // on cancellation alone).
+                    group.cancelAll()
+                    connection.channel.close(promise: nil)
+                }
+                return try await converse(SessionChannel(frames: messages.makeAsyncIterator(), outbound: outbound))
             }
         }
     }
 
+    /// The session on an open connection: hello, settle the commit whose fate is unknown, then cycles.
+    private func converse(_ channel: SessionChannel) async throws -> Bool {
+        let volumes = try trackers.map { entry in
+            VolumeInfo(name: entry.volume.name, size: try VolumeDiscovery.describe(path: entry.volume.path).size)
+        }
+        try await channel.perform(
+            channel.machine.connected(agentVersion: LifeboatVersion.current, machine: identity.machine, volumes: volumes)
+        )
+        let welcome = try await channel.nextEvent(onSettings: apply)
+        guard case .established(let settings, let last) = welcome else {
+            throw Self.sessionError(welcome, while: "waiting for the server's welcome")
+        }
+        apply(settings)
+        established.value = true
+        try settlePending(lastCommitted: last)
+        logger.info("connected", metadata: ["server": "\(address)", "last-sequence": "\(last)"])
+
+        var sequence = last
+        var lastCommit: ContinuousClock.Instant?
+        var inconsistentInARow = 0
+        while true {
+            if isStopping {
+                try? await channel.outbound.write(
+                    .status(state: .stopped, backlogBytes: 0, syncedBytes: 0, totalBytes: 0, reason: "the agent was stopped")
+                )
+                try? await channel.outbound.write(.goodbye)
+                return true
+            }
+            if paused.value {
+                try await waitWhilePaused(channel)
+                continue
+            }
+            let started = ContinuousClock.now
+            let heartbeatDue = options.once || lastCommit.map { started - $0 >= options.heartbeatInterval } ?? true
+            var outcome = try await cycle(sequence: sequence + 1, channel: channel, commitEvenIfUnchanged: heartbeatDue)
+            outcome.duration = ContinuousClock.now - started
+            status.lastOutcome = outcome
+            switch outcome.kind {
+            case .committed(_, let consistent):
+                sequence += 1
+                lastCommit = started
+                if options.once && consistent {
+                    try? await channel.outbound.write(.goodbye)
+                    return true
+                }
+                inconsistentInARow = consistent ? 0 : inconsistentInARow + 1
+                if options.once && inconsistentInARow >= 5 {
+                    try? await channel.outbound.write(.goodbye)
+                    throw LifeboatError(
+                        "agent.no-consistent-point",
+                        "5 commits in a row could not be captured crash-consistently: \(outcome.inconsistencyReason ?? "unknown reason")"
+                    )
+                }
+            case .unchanged:
+                break
+            case .rejected:
+                if options.once {
+                    throw LifeboatError("agent.commit-rejected", "the server did not store the commit: \(outcome.kindDescription)")
+                }
+            }
+            let elapsed = ContinuousClock.now - started
+            if elapsed < options.cycleInterval { try await sleep(options.cycleInterval - elapsed, channel: channel) }
+        }
+    }
+
+    /// While an operator has replication paused: reports PAUSED, keeps the connection alive, sends nothing.
+    /// `--once` fails instead of waiting.
+    private func waitWhilePaused(_ channel: SessionChannel) async throws {
+        let machine = identity.machine
+        status.set(.paused, reason: "paused on the server; resume with 'lifeboat machines resume \(machine)'")
+        try await report(channel, SendProgress(total: 0))
+        if options.once {
+            try? await channel.outbound.write(.goodbye)
+            throw LifeboatError(
+                "agent.paused",
+                "replication of '\(machine)' is paused on the server: resume it with 'lifeboat machines resume \(machine)', then run again"
+            )
+        }
+        logger.notice("replication paused by the server")
+        while paused.value && !isStopping {
+            try await sleep(.milliseconds(200), channel: channel)
+        }
+        guard !isStopping else { return }
+        logger.notice("replication resumed")
+        status.set(.continuous)
+        try await report(channel, SendProgress(total: 0))
+    }
+
     /// Applies settings from the server, unless overridden locally.
     func apply(_ settings: AgentSettings) {
+        paused.value = settings.paused
         throttle.setRate(megabitsPerSecond: options.throttleMbps ?? settings.throttleMbps)
         maxFreeze.value = Duration.milliseconds(Int64(options.maxFreezeMilliseconds ?? settings.maxFreezeMilliseconds))
         keepalive.value = Duration.milliseconds(Int64(max(100, settings.keepaliveMilliseconds)))

@@ -32,6 +32,8 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
     private let stopping = LockedValue(false)
     let maxFreeze = LockedValue(Duration.milliseconds(250))
     let keepalive = LockedValue(Duration.seconds(20))
+    /// Replication paused by the server's settings.
+    let paused = LockedValue(false)
     /// Set when a session reached WELCOME; resets the reconnect delays.
     let established = LockedValue(false)
     /// Volume sizes of the last acknowledged commit (a size change needs a commit even without changed blocks).
@@ -170,7 +172,7 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
     /// Errors that no retry can fix: the operator must act.
     static func isFatal(_ error: LifeboatError) -> Bool {
         ["auth.revoked", "auth.unknown-machine", "auth.machine-mismatch", "auth.certificate-required", "protocol.version",
-         "tracker.volume-shrank", "agent.no-consistent-point"].contains(error.code.rawValue)
+         "tracker.volume-shrank", "agent.no-consistent-point", "agent.paused"].contains(error.code.rawValue)
     }
 
     /// Sleeps, waking early when the agent is stopping; with a session, pings the server at the keepalive

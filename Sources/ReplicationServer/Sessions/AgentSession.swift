@@ -149,13 +149,9 @@ final class AgentSession {
                     volumes: volumes.map { VolumeRecord(name: $0.name, size: $0.size) }
                 )
                 try service.catalog.recordEvent(machine: name, kind: "CONNECTED", detail: "from \(peer)")
-                return AgentSettings(
-                    throttleMbps: record.throttleMbps,
-                    maxFreezeMilliseconds: record.maxFreezeMilliseconds,
-                    keepaliveMilliseconds: UInt32(max(100, service.configuration.idleTimeoutSeconds * 1000 / 3))
-                )
+                return service.settings(for: record)
             }
-            if let previous = service.sessions.claim(machine: name, by: channel) {
+            if let previous = service.sessions.claim(machine: name, by: channel, settings: settings) {
                 logger.notice("a new connection replaces the previous session of this machine")
                 previous.close(promise: nil)
             }
@@ -267,7 +263,7 @@ final class AgentSession {
             try await service.pool.blocking {
                 var bytes = data
                 if encoding == 1 { bytes = try ExtentCompression.decompress(data, rawLength: Int(rawLength)) }
-                if let failure = builder.write(volume: volume, offset: Int64(offset), contentsOf: bytes) { throw failure }
+                try bytes.withUnsafeBytes { try builder.write(volume: volume, offset: Int64(offset), bytes: $0) }
             }
         } catch let error as LifeboatError where error.code == "protocol.malformed" {
             throw error  // a lying peer: the connection closes, the commit is abandoned

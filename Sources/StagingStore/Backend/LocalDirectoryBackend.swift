@@ -202,6 +202,9 @@ public final class LocalDirectoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
+    /// Tries, 10 ms apart, before a held lock is `store.locked` (half a second).
+    static let lockAttempts = 50
+
     public func lock(_ name: String, _ mode: LockMode) throws -> any StoreLock {
         let p = "\(root)/locks/\(name)"
         let fd = Glibc.open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -209,8 +212,17 @@ public final class LocalDirectoryBackend: StoreBackend, @unchecked Sendable {
             throw SystemCalls.error(Errno(rawValue: errno), "opening lock", path: p)
         }
         let operation = (mode == .exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB
-        if flock(fd, operation) != 0 {
-            let e = errno
+        // A lock just released can still look held for a moment: a child process this process is spawning holds
+        // copies of its descriptors (close-on-exec ones too) until it executes. Ride that out briefly.
+        func attempt() -> Int32 { flock(fd, operation) == 0 ? 0 : errno }
+        var e = attempt()
+        var attempts = 1
+        while e == EWOULDBLOCK && attempts < Self.lockAttempts {
+            usleep(10_000)
+            attempts += 1
+            e = attempt()
+        }
+        if e != 0 {
             Glibc.close(fd)
             if e == EWOULDBLOCK {
                 let what = name == "write" ? "another process is writing to it" : "another process is using it"

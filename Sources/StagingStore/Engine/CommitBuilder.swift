@@ -165,7 +165,7 @@ public final class CommitBuilder: @unchecked Sendable {
                     let offset = Int64(leafIndex) * Int64(span)
                     let n = try SystemCalls.preadFully(fd, into: buffer, at: offset, path: path)
                     if n < span {
-                        UnsafeMutableRawBufferPointer(rebasing: buffer[n...]).initializeMemory(as: UInt8.self, repeating: 0)
+                        RawMemory.zero(UnsafeMutableRawBufferPointer(rebasing: buffer[n...]))
                     }
                     let old = try dirty[leafIndex] ?? tree.loadLeaf(oldLeaves[leafIndex])
                     var entries = old
@@ -297,8 +297,6 @@ public final class CommitBuilder: @unchecked Sendable {
             let within = Int(position % seg)
             let count = Int(min(end - position, seg - Int64(within)))
             if pendingSegments[volume]?[index] == nil {
-                // Not `dict[k, default:][i] = try …`: a throwing call inside that modify access was miscompiled in
-                // release builds (Swift 6.3: the caller saw a null error and crashed casting it).
                 let content = try currentContent(volume: volume, segment: index)
                 pendingSegments[volume, default: [:]][index] = content
                 pendingBytes += StoreFormat.segmentSize
@@ -310,20 +308,6 @@ public final class CommitBuilder: @unchecked Sendable {
             position += Int64(count)
         }
         if pendingBytes > Self.pendingLimit { try foldPending(volume: nil) }
-    }
-
-    /// `write(volume:offset:bytes:)` for bytes in an array; returns the failure instead of throwing it.
-    public func write(volume: String, offset: Int64, contentsOf data: [UInt8]) -> LifeboatError? {
-        data.withUnsafeBytes { raw -> LifeboatError? in
-            do {
-                try write(volume: volume, offset: offset, bytes: raw)
-                return nil
-            } catch let error as LifeboatError {
-                return error
-            } catch {
-                return LifeboatError("store.internal", "\(error)")
-            }
-        }
     }
 
     /// The content of a segment as this commit currently has it.

@@ -141,7 +141,7 @@ struct SegmentBuilder {
     ) throws {
         switch entry {
         case .hole:
-            destination.initializeMemory(as: UInt8.self, repeating: 0)
+            RawMemory.zero(destination)
         case .whole(let id):
             let n = try blobs.read(id, kind: .chunk, into: destination)
             guard n == StoreFormat.segmentSize else {
@@ -166,9 +166,9 @@ struct SegmentBuilder {
                     guard to <= loadedLength else {
                         throw LifeboatError("store.corrupt", "chunk \(chunk.short) is shorter than the map says")
                     }
-                    target.copyMemory(from: UnsafeRawBufferPointer(rebasing: ws.chunkBuffer[from..<to]))
+                    RawMemory.copy(UnsafeRawBufferPointer(rebasing: ws.chunkBuffer[from..<to]), to: target)
                 } else {
-                    target.initializeMemory(as: UInt8.self, repeating: 0)
+                    RawMemory.zero(target)
                 }
                 block += Int(run.blocks)
             }

@@ -114,12 +114,12 @@ public final class VolumeReader: @unchecked Sendable {
                 do {
                     let entry = try segment(index)
                     if entry == .hole {
-                        target.initializeMemory(as: UInt8.self, repeating: 0)
+                        RawMemory.zero(target)
                     } else if within == 0 && count == Int(seg) {
                         try segments.loadContent(of: entry, into: target, workspace: ws)
                     } else {
                         try segments.loadContent(of: entry, into: ws.oldContent, workspace: ws)
-                        target.copyMemory(from: UnsafeRawBufferPointer(rebasing: ws.oldContent[within..<(within + count)]))
+                        RawMemory.copy(UnsafeRawBufferPointer(rebasing: ws.oldContent[within..<(within + count)]), to: target)
                     }
                 } catch {
                     throw damaged(error, offset: position)
