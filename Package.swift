@@ -133,6 +133,23 @@ let package = Package(
             ]
         ),
 
+        // Recovery: the NBD server that exports recovery points as instant disks (read-only or through a
+        // copy-on-write overlay that belongs to one recovery instance).
+        .target(
+            name: "Recovery",
+            dependencies: [
+                "LifeboatCore",
+                "LifeboatSystem",
+                "StagingStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+
         // Fixtures shared by tests and benchmarks: temporary directories, generated images, child processes.
         .target(
             name: "LifeboatTesting",
@@ -187,6 +204,16 @@ let package = Package(
         .testTarget(
             name: "StagingStoreTests",
             dependencies: ["StagingStore", "LifeboatCore", "LifeboatTesting"]
+        ),
+        .testTarget(
+            name: "RecoveryTests",
+            dependencies: [
+                "Recovery", "StagingStore", "LifeboatCore", "LifeboatTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "LifeboatCLITests",
