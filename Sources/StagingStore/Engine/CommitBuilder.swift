@@ -352,21 +352,34 @@ public final class CommitBuilder: @unchecked Sendable {
     private func foldPending(volume only: String?) throws {
         for (volume, pending) in pendingSegments where only == nil || only == volume {
             let leaves = try currentLeafIDs(volume)
-            try pool.withWorkspace { (ws) throws in
-                for (index, content) in pending {
-                    let leafIndex = index / StoreFormat.segmentsPerLeaf
-                    var leaf = try dirtyLeaves[volume]?[leafIndex] ?? tree.loadLeaf(leafIndex < leaves.count ? leaves[leafIndex] : nil)
-                    let s = index % StoreFormat.segmentsPerLeaf
-                    let built = try content.withUnsafeBytes { (buf) throws in
-                        let built = try segments.build(old: leaf[s], new: buf, workspace: ws)
+            // The leaves the pending segments belong to, as this commit has them so far.
+            let perLeaf = StoreFormat.segmentsPerLeaf
+            var touched: [Int: [SegmentEntry]] = [:]
+            for index in pending.keys where touched[index / perLeaf] == nil {
+                let leafIndex = index / perLeaf
+                touched[leafIndex] = try dirtyLeaves[volume]?[leafIndex] ?? tree.loadLeaf(leafIndex < leaves.count ? leaves[leafIndex] : nil)
+            }
+            // Build the segments on all cores (compress, encrypt, store: the expensive part), then apply in order.
+            let items = Array(pending)
+            let oldLeaves = touched
+            let results = ParallelSlots<BuiltSegment?>(count: items.count, initial: nil)
+            try parallelForEach(items.count) { i in
+                let (index, content) = items[i]
+                let old = oldLeaves[index / perLeaf]![index % perLeaf]
+                try pool.withWorkspace { (ws) throws in
+                    try content.withUnsafeBytes { (buf) throws in
+                        let built = try segments.build(old: old, new: buf, workspace: ws)
                         try account(volume: volume, segment: index, maskAgainstOld: built.changedMask, content: buf, workspace: ws)
-                        return built
+                        results[i] = built
                     }
-                    leaf[s] = built.entry
-                    dirtyLeaves[volume, default: [:]][leafIndex] = leaf
-                    storedBytes += UInt64(built.storedBytes)
                 }
             }
+            for (i, item) in items.enumerated() {
+                let built = results[i]!
+                touched[item.key / perLeaf]![item.key % perLeaf] = built.entry
+                storedBytes += UInt64(built.storedBytes)
+            }
+            for (leafIndex, leaf) in touched { dirtyLeaves[volume, default: [:]][leafIndex] = leaf }
             pendingBytes -= pending.count * StoreFormat.segmentSize
             pendingSegments[volume] = nil
         }
