@@ -95,13 +95,8 @@ struct MachinesPause: ParsableCommand {
     var machine: String
 
     func run() throws {
-        try lifeboat.run {
-            let catalog = try data.openCatalog()
-            defer { catalog.close() }
-            try catalog.setPaused(machine: machine, true)
-            try catalog.recordEvent(machine: machine, kind: "PAUSED", detail: "replication paused by an operator")
-            print("replication of \(machine) paused: a connected agent stops after its current commit; resume with 'lifeboat machines resume \(machine)'")
-        }
+        try setPaused(true, machine: machine, data: data)
+        print("replication of \(machine) paused: a connected agent stops after its current commit; resume with 'lifeboat machines resume \(machine)'")
     }
 }
 
@@ -117,13 +112,22 @@ struct MachinesResume: ParsableCommand {
     var machine: String
 
     func run() throws {
-        try lifeboat.run {
-            let catalog = try data.openCatalog()
-            defer { catalog.close() }
-            try catalog.setPaused(machine: machine, false)
-            try catalog.recordEvent(machine: machine, kind: "RESUMED", detail: "replication resumed by an operator")
-            print("replication of \(machine) resumed")
-        }
+        try setPaused(false, machine: machine, data: data)
+        print("replication of \(machine) resumed")
+    }
+}
+
+/// Records the pause or resume in the catalog (the server tells a connected agent within a second) and as an event.
+private func setPaused(_ paused: Bool, machine: String, data: DataOptions) throws {
+    try lifeboat.run {
+        let catalog = try data.openCatalog()
+        defer { catalog.close() }
+        try catalog.setPaused(machine: machine, paused)
+        try catalog.recordEvent(
+            machine: machine,
+            kind: paused ? "PAUSED" : "RESUMED",
+            detail: "replication \(paused ? "paused" : "resumed") by an operator"
+        )
     }
 }
 

@@ -135,7 +135,7 @@ extension ReplicationAgent {
         for (entry, epoch) in zip(trackers, epochs) { names[entry.volume.name] = epoch }
         try PendingCommit(sequence: sequence, epochs: names).write(state)
         try await channel.perform(channel.machine.endCommit(consistent: consistent, captureTime: captureTime, epochs: epochs))
-        let answer = try await channel.nextEvent(onSettings: apply)
+        let answer = try await channel.nextEvent()
         switch answer {
         case .committed(_, let point, _):
             let trackers = self.trackers

@@ -30,8 +30,9 @@ final class SessionChannel {
         return rest
     }
 
-    /// Reads frames until the state machine produces something other than sends (answered pings, settings).
-    func nextEvent(onSettings: (AgentSettings) -> Void) async throws -> AgentSessionStateMachine.Action {
+    /// Reads frames until the state machine produces something other than sends (answered pings) and settings
+    /// (the reader task applied those as they arrived).
+    func nextEvent() async throws -> AgentSessionStateMachine.Action {
         while true {
             guard let message = try await frames.next() else {
                 let actions = machine.connectionClosed()
@@ -39,11 +40,8 @@ final class SessionChannel {
                 throw LifeboatError("connection.lost", "the replication server closed the connection")
             }
             for action in try await perform(machine.received(message)) {
-                if case .settingsChanged(let settings) = action {
-                    onSettings(settings)
-                } else {
-                    return action
-                }
+                if case .settingsChanged = action { continue }
+                return action
             }
         }
     }
@@ -89,7 +87,7 @@ extension ReplicationAgent {
         try await channel.perform(
             channel.machine.connected(agentVersion: LifeboatVersion.current, machine: identity.machine, volumes: volumes)
         )
-        let welcome = try await channel.nextEvent(onSettings: apply)
+        let welcome = try await channel.nextEvent()
         guard case .established(let settings, let last) = welcome else {
             throw Self.sessionError(welcome, while: "waiting for the server's welcome")
         }
