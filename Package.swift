@@ -134,13 +134,15 @@ let package = Package(
         ),
 
         // Recovery: the NBD server that exports recovery points as instant disks (read-only or through a
-        // copy-on-write overlay that belongs to one recovery instance).
+        // copy-on-write overlay that belongs to one recovery instance), launchers, acceptance checks, launch jobs.
         .target(
             name: "Recovery",
             dependencies: [
                 "LifeboatCore",
                 "LifeboatSystem",
                 "StagingStore",
+                "Catalog",
+                "CLinuxShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -165,8 +167,10 @@ let package = Package(
                 "Catalog",
                 "ReplicationTransport",
                 "ReplicationServer",
+                "Recovery",
                 "Agent",
                 "LifeboatTesting",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <spawn.h>
+#include <errno.h>
 #include "CLinuxShims.h"
 
 int lifeboat_start_writeback(int fd) {
@@ -17,5 +19,14 @@ int lifeboat_start_writeback_range(int fd, long long offset, long long length) {
 #else
     (void)fd; (void)offset; (void)length;
     return 0;
+#endif
+}
+
+int lifeboat_spawn_close_from(void *actions, int lowfd) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowfd);
+#else
+    (void)actions; (void)lowfd;
+    return ENOSYS;
 #endif
 }

@@ -61,6 +61,17 @@ public struct MachineRecord: Sendable, Equatable {
     /// The volumes as last announced, sorted by name.
     public var volumes: [VolumeRecord]
 
+    /// The application the machine belongs to (launched together with `--application`), if any.
+    public var application: String?
+    /// How the machine is launched (`lifeboat machines configure`).
+    public var launchSettings: LaunchSettings
+    /// The DR lifecycle as last recorded; `DRLifecycle.effective` turns an old TESTED_RECENTLY into TEST_OVERDUE.
+    public var drLifecycle: DRLifecycle
+    /// When the last drill ended (passed or failed).
+    public var lastDrillAt: Timestamp?
+    /// When the last drill passed.
+    public var lastDrillPassedAt: Timestamp?
+
     /// A record with the given identity and everything else at its initial value unless given.
     public init(
         name: String,
@@ -85,7 +96,12 @@ public struct MachineRecord: Sendable, Equatable {
         throttleMbps: UInt32 = 0,
         maxFreezeMilliseconds: UInt32 = 250,
         paused: Bool = false,
-        volumes: [VolumeRecord] = []
+        volumes: [VolumeRecord] = [],
+        application: String? = nil,
+        launchSettings: LaunchSettings = LaunchSettings(),
+        drLifecycle: DRLifecycle = .notTested,
+        lastDrillAt: Timestamp? = nil,
+        lastDrillPassedAt: Timestamp? = nil
     ) {
         self.name = name
         self.certificateSerial = certificateSerial
@@ -110,6 +126,16 @@ public struct MachineRecord: Sendable, Equatable {
         self.maxFreezeMilliseconds = maxFreezeMilliseconds
         self.paused = paused
         self.volumes = volumes
+        self.application = application
+        self.launchSettings = launchSettings
+        self.drLifecycle = drLifecycle
+        self.lastDrillAt = lastDrillAt
+        self.lastDrillPassedAt = lastDrillPassedAt
+    }
+
+    /// The DR lifecycle to show at `now` (TEST_OVERDUE once the last passed drill is too old).
+    public func effectiveLifecycle(now: Timestamp) -> DRLifecycle {
+        DRLifecycle.effective(stored: drLifecycle, lastTestPassed: lastDrillPassedAt, now: now)
     }
 
     /// Whether the machine is enrolled and not removed.
@@ -139,7 +165,8 @@ extension MachineRecord {
     static let columns = """
         name, certificate_serial, certificate_expires, enrolled_at, removed_at, connected, address, agent_version,
         last_seen, state, state_reason, backlog_bytes, synced_bytes, total_bytes, throughput, last_point,
-        last_sequence, last_point_capture_time, last_consistent_capture_time, throttle_mbps, max_freeze_ms, paused
+        last_sequence, last_point_capture_time, last_consistent_capture_time, throttle_mbps, max_freeze_ms, paused,
+        application, launch_settings, dr_lifecycle, last_drill_at, last_drill_passed_at
         """
 
     init(row: Row, volumes: [VolumeRecord]) {
@@ -168,7 +195,13 @@ extension MachineRecord {
             throttleMbps: UInt32(truncatingIfNeeded: row["throttle_mbps"] as Int64),
             maxFreezeMilliseconds: UInt32(truncatingIfNeeded: row["max_freeze_ms"] as Int64),
             paused: row["paused"],
-            volumes: volumes
+            volumes: volumes,
+            application: row["application"],
+            launchSettings: (row["launch_settings"] as String?).flatMap { try? LaunchSettingsCoding.decode($0) }
+                ?? LaunchSettings(),
+            drLifecycle: DRLifecycle(rawValue: row["dr_lifecycle"]) ?? .notTested,
+            lastDrillAt: time("last_drill_at"),
+            lastDrillPassedAt: time("last_drill_passed_at")
         )
     }
 }

@@ -16,11 +16,79 @@ enum Migrations {
         migrator.registerMigration("v2-machine-paused") { db in
             try db.execute(sql: "ALTER TABLE machines ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")
         }
+        // Launch: per-machine launch settings and DR lifecycle, applications, jobs with their items and event
+        // log, recovery instances.
+        migrator.registerMigration("v3-launch") { db in
+            try db.execute(sql: v3)
+        }
         return migrator
     }
 
     /// The identifiers of every migration, in order.
     static var identifiers: [String] { migrator.migrations }
+
+    private static let v3 = """
+        ALTER TABLE machines ADD COLUMN application TEXT;
+        ALTER TABLE machines ADD COLUMN launch_settings TEXT;          -- JSON (LaunchSettings); NULL = defaults
+        ALTER TABLE machines ADD COLUMN dr_lifecycle TEXT NOT NULL DEFAULT 'NOT_TESTED';
+        ALTER TABLE machines ADD COLUMN last_drill_at INTEGER;
+        ALTER TABLE machines ADD COLUMN last_drill_passed_at INTEGER;
+
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY NOT NULL,           -- job-<16 hex>
+            type TEXT NOT NULL,                     -- LAUNCH | TERMINATE
+            initiated_by TEXT NOT NULL,             -- START_DRILL | START_RECOVERY | TERMINATE_RECOVERY_INSTANCES
+            mode TEXT,                              -- TEST | RECOVERY (LAUNCH jobs)
+            status TEXT NOT NULL,                   -- PENDING | STARTED | COMPLETED
+            created_at INTEGER NOT NULL,
+            started_at INTEGER,
+            ended_at INTEGER
+        );
+        CREATE INDEX jobs_by_status ON jobs(status, created_at);
+
+        -- One row per machine of a job: the instance it launches or terminates and its outcome.
+        CREATE TABLE job_items (
+            job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            instance TEXT NOT NULL,
+            machine TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            point INTEGER,
+            point_capture_time INTEGER,
+            launch_status TEXT NOT NULL DEFAULT 'PENDING',
+            rto_ns INTEGER,                         -- job creation to acceptance checks passed
+            error TEXT,
+            PRIMARY KEY (job, instance)
+        );
+
+        CREATE TABLE job_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            time INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            machine TEXT,
+            instance TEXT,
+            detail TEXT NOT NULL,
+            error TEXT
+        );
+        CREATE INDEX job_events_by_job ON job_events(job, id);
+
+        CREATE TABLE recovery_instances (
+            id TEXT PRIMARY KEY NOT NULL,           -- ri-<16 hex>
+            machine TEXT NOT NULL,
+            job TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            point INTEGER NOT NULL,
+            point_capture_time INTEGER NOT NULL,
+            state TEXT NOT NULL,                    -- InstanceState
+            state_reason TEXT,
+            launcher TEXT NOT NULL,
+            runtime TEXT,                           -- JSON the launcher needs to reach and stop the machine
+            created_at INTEGER NOT NULL,
+            launched_at INTEGER,
+            terminated_at INTEGER
+        );
+        CREATE INDEX recovery_instances_by_state ON recovery_instances(state);
+        """
 
     private static let v1 = """
         CREATE TABLE enrollment_tokens (

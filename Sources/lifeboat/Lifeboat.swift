@@ -27,7 +27,8 @@ struct Lifeboat: AsyncParsableCommand {
         abstract: "Disaster recovery for Linux servers: block-level replication, recovery points, instant launch.",
         version: "0.3.0",
         subcommands: [
-            ServerCommand.self, TokensCommand.self, MachinesCommand.self, AgentCommand.self, StoreCommand.self,
+            ServerCommand.self, TokensCommand.self, MachinesCommand.self, AgentCommand.self, LaunchCommand.self,
+            JobsCommand.self, InstancesCommand.self, ExportCommand.self, StoreCommand.self,
         ]
     )
 }

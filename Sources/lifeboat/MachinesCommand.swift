@@ -6,7 +6,10 @@ struct MachinesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "machines",
         abstract: "Protected machines: replication state, lag, backlog; pause, resume, remove one; change its settings.",
-        subcommands: [MachinesList.self, MachinesPause.self, MachinesResume.self, MachinesRemove.self, MachinesSet.self],
+        subcommands: [
+            MachinesList.self, MachinesPause.self, MachinesResume.self, MachinesRemove.self, MachinesSet.self,
+            MachinesConfigure.self,
+        ],
         defaultSubcommand: MachinesList.self
     )
 }
@@ -43,10 +46,11 @@ struct MachinesList: ParsableCommand {
                     ByteFormatting.binary(Int64(m.backlogBytes)),
                     m.etaSeconds.map(formatSeconds) ?? "-",
                     m.lastConsistentCaptureTime.map { "\($0)" } ?? "-",
+                    lifecycleText(m, now: now),
                     m.stateReason ?? "",
                 ]
             }
-            printTable(["MACHINE", "STATE", "LAG", "BACKLOG", "ETA", "LAST POINT", "WHY"], rows)
+            printTable(["MACHINE", "STATE", "LAG", "BACKLOG", "ETA", "LAST POINT", "DR LIFECYCLE", "WHY"], rows)
         }
     }
 
@@ -72,8 +76,26 @@ struct MachinesList: ParsableCommand {
             + "\"throttleMbps\":\(m.throttleMbps),"
             + "\"maxFreezeMilliseconds\":\(m.maxFreezeMilliseconds),"
             + "\"paused\":\(m.paused),"
+            + "\"application\":\(str(m.application)),"
+            + "\"drLifecycle\":\(jsonString(m.effectiveLifecycle(now: now).rawValue)),"
+            + "\"lastDrillAt\":\(str(m.lastDrillAt?.description)),"
+            + "\"lastDrillPassedAt\":\(str(m.lastDrillPassedAt?.description)),"
+            + "\"launchSettings\":\((try? LaunchSettingsCoding.encode(m.launchSettings)) ?? "null"),"
             + "\"volumes\":[\(volumes)]"
             + "}"
+    }
+}
+
+/// `TESTED_RECENTLY (2026-11-30)`, `TEST_FAILED (2026-11-30)`, `NOT_TESTED`.
+func lifecycleText(_ m: MachineRecord, now: Timestamp) -> String {
+    let state = m.effectiveLifecycle(now: now)
+    switch state {
+    case .testedRecently, .testOverdue:
+        return state.rawValue + (m.lastDrillPassedAt.map { " (\(String($0.rfc3339.prefix(10))))" } ?? "")
+    case .testFailed:
+        return state.rawValue + (m.lastDrillAt.map { " (\(String($0.rfc3339.prefix(10))))" } ?? "")
+    case .notTested, .recoveryLaunched:
+        return state.rawValue
     }
 }
 
@@ -176,6 +198,118 @@ struct MachinesSet: ParsableCommand {
             defer { catalog.close() }
             try catalog.setSettings(machine: machine, throttleMbps: throttleMbps, maxFreezeMilliseconds: maxFreezeMs)
             print("settings of \(machine) updated")
+        }
+    }
+}
+
+
+struct MachinesConfigure: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "configure",
+        abstract: "Set how a machine is launched: launcher, size, recovery network, acceptance checks, application.",
+        discussion: """
+            Acceptance checks (repeatable --check): serial:REGEX (a console line), tcp:PORT, \
+            http:PORT:PATH[:STATUS[:REGEX]] (GET answers STATUS, body matches REGEX), command:SHELL (exits 0; gets \
+            LIFEBOAT_HOST, LIFEBOAT_PORT_<guest port>, LIFEBOAT_CONSOLE, LIFEBOAT_INSTANCE). A machine counts as \
+            launched only when all pass within --check-timeout. Options not given keep their value.
+            """
+    )
+
+    @OptionGroup var data: DataOptions
+
+    @Argument(help: "The machine's name.")
+    var machine: String
+
+    @Option(name: .long, help: "Put the machine in this application (launched together with --application).")
+    var application: String?
+
+    @Flag(name: .long, help: "Take the machine out of its application.")
+    var noApplication = false
+
+    @Option(name: .long, help: "qemu (this host) or command (your executable gets a JSON description on stdin).")
+    var launcher: String?
+
+    @Option(name: .long, help: "The command launcher's executable (absolute path).")
+    var launcherCommand: String?
+
+    @Option(name: .long, help: "How the command launcher gets disks: nbd (instant), raw or qcow2 (exported first).")
+    var diskDelivery: String?
+
+    @Option(name: .long, help: "Virtual CPUs.")
+    var vcpus: Int?
+
+    @Option(name: .long, help: "Memory in MiB.")
+    var memory: Int?
+
+    @Option(name: .long, help: "The network of a RECOVERY launch: user, bridge:NAME, tap:NAME or none (TEST is always isolated).")
+    var recoveryNetwork: String?
+
+    @Option(name: .long, help: "The machine's address on a bridge or tap recovery network (where checks reach it).")
+    var recoveryAddress: String?
+
+    @Option(name: .long, help: "An acceptance check (repeatable; replaces the configured ones).")
+    var check: [String] = []
+
+    @Flag(name: .long, help: "Remove every acceptance check.")
+    var clearChecks = false
+
+    @Option(name: .long, help: "Seconds the checks may take from the machine's start.")
+    var checkTimeout: Int?
+
+    @Option(name: .long, help: "A guest TCP port to forward to the host besides the checks' ports (repeatable; replaces).")
+    var forwardPort: [Int] = []
+
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: "An extra QEMU argument (repeatable; replaces the configured ones).")
+    var qemuArg: [String] = []
+
+    @Flag(name: .long, help: "Print the resulting settings as JSON.")
+    var json = false
+
+    func run() throws {
+        try lifeboat.run {
+            let catalog = try data.openCatalog()
+            defer { catalog.close() }
+            guard let record = try catalog.machine(named: machine), record.isActive else {
+                throw LifeboatError("machine.unknown", "there is no machine named \(machine): `lifeboat machines` lists them")
+            }
+            var settings = record.launchSettings
+            if let launcher {
+                guard let kind = LaunchSettings.Launcher(rawValue: launcher) else {
+                    throw LifeboatError("cli.usage", "--launcher \(launcher): use qemu or command")
+                }
+                settings.launcher = kind
+            }
+            if let launcherCommand { settings.command = launcherCommand }
+            if let diskDelivery {
+                guard let delivery = LaunchSettings.DiskDelivery(rawValue: diskDelivery) else {
+                    throw LifeboatError("cli.usage", "--disk-delivery \(diskDelivery): use nbd, raw or qcow2")
+                }
+                settings.diskDelivery = delivery
+            }
+            if let vcpus { settings.vcpus = vcpus }
+            if let memory { settings.memoryMiB = memory }
+            if let recoveryNetwork { settings.recoveryNetwork = try RecoveryNetwork(parsing: recoveryNetwork) }
+            if let recoveryAddress { settings.recoveryAddress = recoveryAddress }
+            if clearChecks { settings.checks = [] }
+            if !check.isEmpty { settings.checks = try check.map(AcceptanceCheck.init(parsing:)) }
+            if let checkTimeout { settings.checkTimeoutSeconds = checkTimeout }
+            if !forwardPort.isEmpty { settings.forwardPorts = forwardPort }
+            if !qemuArg.isEmpty { settings.qemuArguments = qemuArg }
+            if application != nil && noApplication {
+                throw LifeboatError("cli.usage", "give --application NAME or --no-application, not both")
+            }
+            // Validate everything before changing anything.
+            try settings.validate()
+            if let application { try Names.validate(application, kind: "application") }
+            try catalog.setLaunchSettings(machine: machine, settings)
+            if let application { try catalog.setApplication(machine: machine, application) }
+            if noApplication { try catalog.setApplication(machine: machine, nil) }
+            let text = try LaunchSettingsCoding.encode(settings)
+            if json {
+                print(text)
+            } else {
+                print("launch settings of \(machine): \(text)")
+            }
         }
     }
 }

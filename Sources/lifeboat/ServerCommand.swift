@@ -1,5 +1,8 @@
 import ArgumentParser
 import Catalog
+import Foundation
+import NIOSSL
+import Recovery
 import LifeboatCore
 import Logging
 import ReplicationServer
@@ -68,12 +71,16 @@ struct ServerInit: ParsableCommand {
     @Option(name: .long, help: "Where the replication endpoint listens (HOST:PORT).")
     var listen: String = "0.0.0.0:1500"
 
+    @Option(name: .long, help: "Where the NBD server for recovery instances' disks listens (HOST:PORT; not loopback = TLS required).")
+    var nbdListen: String = ServerConfiguration.defaultNBDListen
+
     func run() throws {
         try lifeboat.run {
             let (host, port) = try parseListen(listen)
+            _ = try parseListen(nbdListen)
             var names = name
             if names.isEmpty { names = [ProcessEnvironment.hostName(), "localhost", "127.0.0.1", "::1"] }
-            let configuration = ServerConfiguration(listenHost: host, listenPort: port, names: names)
+            let configuration = ServerConfiguration(listenHost: host, listenPort: port, names: names, nbdListen: nbdListen)
             let summary = try ServerSetup.initialize(dataDirectory: try data.directory(), configuration: configuration)
             let root = summary.layout.root
             print("Replication server created in \(root)")
@@ -101,6 +108,9 @@ struct ServerRun: AsyncParsableCommand {
     @Option(name: .long, help: "Override the configured listen address (HOST:PORT; port 0 picks a free port).")
     var listen: String?
 
+    @Option(name: .long, help: "Override where the NBD server for recovery instances listens (HOST:PORT; port 0 picks a free port).")
+    var nbdListen: String?
+
     func run() async throws {
         try await runAsync {
             let layout = try data.layout
@@ -123,14 +133,61 @@ struct ServerRun: AsyncParsableCommand {
                 listenPort: override?.port,
                 logger: logger
             )
+            let nbd = try makeNBDServer(layout: layout, override: nbdListen, logger: logger)
+            var launchConfiguration = LaunchService.Configuration(
+                instancesDirectory: layout.instances,
+                nbdHost: Self.clientHost(nbd.configuration.host),
+                nbdPort: nbd.configuration.port,
+                nbdTLSDirectory: nbd.configuration.tls == nil ? nil : layout.nbdClientTLS
+            )
+            launchConfiguration.addressFile = layout.root + "/nbd.address"
+            let launch = LaunchService(
+                configuration: launchConfiguration,
+                catalog: catalog,
+                store: store,
+                nbd: nbd,
+                logger: Logger(label: "lifeboat.launch")
+            )
+            // Shutdown runs in reverse: replication, launch, then the NBD server.
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
-                    services: [.init(service: service)],
+                    services: [.init(service: nbd), .init(service: launch), .init(service: service)],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )
             )
             try await group.run()
+        }
+    }
+}
+
+extension ServerRun {
+    /// The NBD server for recovery instances: loopback without TLS, any other address with the server's
+    /// certificate (and the CA copied where QEMU looks for it).
+    func makeNBDServer(layout: ServerLayout, override: String?, logger: Logger) throws -> NBDServer {
+        let configured = try ServerConfiguration.load(layout.configuration).nbdListen ?? ServerConfiguration.defaultNBDListen
+        let (host, port) = try parseListen(override ?? configured)
+        var configuration = NBDServer.Configuration(host: host, port: port)
+        if !configuration.isLoopback {
+            let tls = try TLSSetup.nbdServerConfiguration(
+                certificatePEMPath: layout.serverCertificate,
+                keyPEMPath: layout.serverKey,
+                caPEMPath: layout.caCertificate
+            )
+            configuration.tls = try NIOSSLContext(configuration: tls)
+            try FileManager.default.createDirectory(atPath: layout.nbdClientTLS, withIntermediateDirectories: true)
+            let ca = try Data(contentsOf: URL(fileURLWithPath: layout.caCertificate))
+            try ca.write(to: URL(fileURLWithPath: layout.nbdClientTLS + "/ca-cert.pem"), options: .atomic)
+        }
+        return try NBDServer(configuration: configuration, logger: Logger(label: "lifeboat.nbd"))
+    }
+
+    /// Where clients on this host reach a server listening on `host`.
+    static func clientHost(_ host: String) -> String {
+        switch host {
+        case "0.0.0.0", "": return "127.0.0.1"
+        case "::": return "::1"
+        default: return host
         }
     }
 }

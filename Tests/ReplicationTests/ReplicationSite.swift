@@ -10,6 +10,8 @@ final class ReplicationSite: @unchecked Sendable {
     let data: String
     private(set) var server: Process?
     private(set) var address: String = ""
+    /// The NBD server's `HOST:PORT` (recovery instances' disks); the first start picks a free port, later starts reuse it.
+    private(set) var nbdAddress: String = ""
     let serverLog: String
     private var serverRuns = 0
 
@@ -44,12 +46,17 @@ final class ReplicationSite: @unchecked Sendable {
         let addressFile = data + "/replication.address"
         try? FileManager.default.removeItem(atPath: addressFile)
         let listen = address.isEmpty ? "127.0.0.1:0" : address
-        server = try Self.background(["server", "run", "--data", data, "--listen", listen], log: serverLog)
+        let nbdListen = nbdAddress.isEmpty ? "127.0.0.1:0" : nbdAddress
+        try? FileManager.default.removeItem(atPath: data + "/nbd.address")
+        server = try Self.background(["server", "run", "--data", data, "--listen", listen, "--nbd-listen", nbdListen], log: serverLog)
         serverRuns += 1
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            if let text = try? String(contentsOfFile: addressFile, encoding: .utf8), !text.isEmpty {
+            if let text = try? String(contentsOfFile: addressFile, encoding: .utf8), !text.isEmpty,
+                let nbd = try? String(contentsOfFile: data + "/nbd.address", encoding: .utf8), !nbd.isEmpty
+            {
                 address = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                nbdAddress = nbd.trimmingCharacters(in: .whitespacesAndNewlines)
                 return
             }
             guard server?.isRunning == true else { break }

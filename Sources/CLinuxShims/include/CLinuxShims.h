@@ -6,3 +6,7 @@ int lifeboat_start_writeback(int fd);
 
 /// The same for one byte range of the file.
 int lifeboat_start_writeback_range(int fd, long long offset, long long length);
+
+/// Adds "close every descriptor from `lowfd` up" to a posix_spawn_file_actions_t (glibc ≥ 2.34), so that a child
+/// inherits no socket or file of ours. Returns 0 or an errno value.
+int lifeboat_spawn_close_from(void *actions, int lowfd);

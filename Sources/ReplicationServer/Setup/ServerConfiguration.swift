@@ -14,8 +14,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var defaultMaxFreezeMilliseconds: UInt32
     /// Seconds without a received frame after which a connection is considered dead and closed.
     public var idleTimeoutSeconds: Int
+    /// Where the NBD server that serves recovery instances' disks listens (`HOST:PORT`); nil = the default,
+    /// loopback only. Any other address requires TLS (the server's certificate).
+    public var nbdListen: String?
 
     public static let defaultPort = 1500
+    public static let defaultNBDListen = "127.0.0.1:10809"
 
     public init(
         listenHost: String = "0.0.0.0",
@@ -23,7 +27,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         names: [String],
         defaultThrottleMbps: UInt32 = 0,
         defaultMaxFreezeMilliseconds: UInt32 = 250,
-        idleTimeoutSeconds: Int = 60
+        idleTimeoutSeconds: Int = 60,
+        nbdListen: String? = nil
     ) {
         self.listenHost = listenHost
         self.listenPort = listenPort
@@ -31,6 +36,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         self.defaultThrottleMbps = defaultThrottleMbps
         self.defaultMaxFreezeMilliseconds = defaultMaxFreezeMilliseconds
         self.idleTimeoutSeconds = idleTimeoutSeconds
+        self.nbdListen = nbdListen
     }
 
     /// Reads `server.json`; `server.config` errors say which file and what is wrong.

@@ -11,6 +11,8 @@ import LifeboatCore
 /// DIR/store/             the staging store
 /// DIR/store.key          the store's master key                                   (0600)
 /// DIR/catalog.sqlite     the catalog
+/// DIR/instances/ID/      one recovery instance: copy-on-write overlays, console log, launcher output (0700)
+/// DIR/nbd-client/        ca-cert.pem for QEMU when the NBD server requires TLS
 /// ```
 public struct ServerLayout: Sendable {
     public let root: String
@@ -31,4 +33,6 @@ public struct ServerLayout: Sendable {
     public var store: String { root + "/store" }
     public var storeKey: String { root + "/store.key" }
     public var catalog: String { root + "/catalog.sqlite" }
+    public var instances: String { root + "/instances" }
+    public var nbdClientTLS: String { root + "/nbd-client" }
 }

@@ -33,6 +33,14 @@ public enum TLSSetup {
         return configuration
     }
 
+    /// The NBD server that serves recovery instances' disks: the server certificate, TLS 1.3 only, no client
+    /// certificates (NBD clients such as QEMU verify the server against the CA).
+    public static func nbdServerConfiguration(certificatePEMPath: String, keyPEMPath: String, caPEMPath: String) throws -> TLSConfiguration {
+        var configuration = try serverConfiguration(certificatePEMPath: certificatePEMPath, keyPEMPath: keyPEMPath, caPEMPath: caPEMPath)
+        configuration.certificateVerification = .none
+        return configuration
+    }
+
     /// Agent after enrollment: its client certificate and key, trust in the CA only, full verification of the server
     /// name: give the client handler `serverHostname(for: host)`, where host is a name or IP address in the server
     /// certificate (for an IP address NIOSSL checks the peer's address against the certificate's IP SANs).
