@@ -121,7 +121,8 @@ extension Catalog {
                     JobStatus.pending.rawValue, now.nanoseconds,
                 ]
             )
-            for (position, instanceID) in Array(Set(instances)).sorted().enumerated() {
+            var seen = Set<String>()
+            for (position, instanceID) in instances.filter({ seen.insert($0).inserted }).enumerated() {
                 guard let instance = try Catalog.fetchInstance(db, instanceID) else {
                     throw LifeboatError("instance.unknown", "there is no recovery instance \(instanceID): list them with `lifeboat instances`")
                 }
@@ -165,7 +166,7 @@ extension Catalog {
             guard
                 let id = try String.fetchOne(
                     db,
-                    sql: "SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT 1",
+                    sql: "SELECT id FROM jobs WHERE status = ? ORDER BY created_at, rowid LIMIT 1",
                     arguments: [JobStatus.pending.rawValue]
                 )
             else { return nil }
@@ -265,9 +266,10 @@ extension Catalog {
                     arguments: [DRLifecycle.testedRecently.rawValue, now, now, machine]
                 )
             case (.test, false):
+                // A failed drill is dated; it does not hide that a recovery was launched.
                 try db.execute(
-                    sql: "UPDATE machines SET dr_lifecycle = ?, last_drill_at = ? WHERE name = ? AND dr_lifecycle != ?",
-                    arguments: [DRLifecycle.testFailed.rawValue, now, machine, DRLifecycle.recoveryLaunched.rawValue]
+                    sql: "UPDATE machines SET last_drill_at = ?, dr_lifecycle = CASE WHEN dr_lifecycle = ? THEN dr_lifecycle ELSE ? END WHERE name = ?",
+                    arguments: [now, DRLifecycle.recoveryLaunched.rawValue, DRLifecycle.testFailed.rawValue, machine]
                 )
             case (.recovery, true):
                 try db.execute(

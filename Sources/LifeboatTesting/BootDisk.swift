@@ -79,6 +79,33 @@ public enum BootDisk {
         }
     }
 
+    /// The byte offset of the disk's one partition (the script puts it at 1 MiB).
+    public static let partitionOffset = 1024 * 1024
+
+    /// Changes the file the guest serves, in place on an existing disk image: mounts its partition through a
+    /// loop device, writes `/srv/www/index.html`, unmounts. Needs root.
+    ///
+    /// - Throws: `test.boot-disk` with the failing command's output.
+    public static func replaceServedText(image: String, text: String) throws {
+        let mountPoint = image + ".mnt"
+        try? FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: mountPoint) }
+        func run(_ executable: String, _ arguments: [String]) throws {
+            let result = try Processes.run(executable, arguments)
+            guard result.status == 0 else {
+                throw LifeboatError("test.boot-disk", "\(executable) \(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)")
+            }
+        }
+        try run("/bin/mount", ["-o", "loop,offset=\(partitionOffset)", image, mountPoint])
+        do {
+            try FileTools.write(mountPoint + "/srv/www/index.html", Array(text.utf8))
+        } catch {
+            try? run("/bin/umount", [mountPoint])
+            throw error
+        }
+        try run("/bin/umount", [mountPoint])
+    }
+
     private struct Key: Hashable {
         var size: Int
         var servedText: String

@@ -270,12 +270,40 @@ final class ConsoleReader: @unchecked Sendable {
         return lock.withLock {
             readNew(path)
             // An unterminated last line (a prompt) counts too.
-            let pending = String(decoding: partial.filter { $0 >= 0x20 || $0 == 0x09 }, as: UTF8.self)
+            let pending = Self.clean(partial)
             if let line = lines.first(where: { $0.contains(regex) }) ?? (pending.contains(regex) ? pending : nil) {
                 return CheckAttempt(passed: true, detail: "console: \(line.prefix(200))")
             }
             return CheckAttempt(passed: false, detail: "no console line matches /\(pattern)/ (\(lines.count) lines so far)")
         }
+    }
+
+    /// A console line as text: ANSI escape sequences (`ESC [ … final byte`, `ESC ] … BEL`) and other control
+    /// bytes (carriage returns) removed, so that patterns anchored with `^` match coloured lines too.
+    static func clean(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == 0x1B, i + 1 < bytes.count {
+                let kind = bytes[i + 1]
+                i += 2
+                if kind == UInt8(ascii: "[") {
+                    // CSI: parameter and intermediate bytes up to a final byte 0x40-0x7E.
+                    while i < bytes.count && !(0x40...0x7E).contains(bytes[i]) { i += 1 }
+                    i += 1
+                } else if kind == UInt8(ascii: "]") {
+                    // OSC: up to BEL or ESC \.
+                    while i < bytes.count && bytes[i] != 0x07 && bytes[i] != 0x1B { i += 1 }
+                    i += (i < bytes.count && bytes[i] == 0x1B) ? 2 : 1
+                }
+                continue
+            }
+            if b >= 0x20 || b == 0x09 { out.append(b) }
+            i += 1
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     private func readNew(_ path: String) {
@@ -289,9 +317,7 @@ final class ConsoleReader: @unchecked Sendable {
             offset += off_t(n)
             for byte in chunk[0..<n] {
                 if byte == UInt8(ascii: "\n") {
-                    // Consoles put carriage returns and escape sequences around lines: strip control bytes.
-                    let clean = partial.filter { $0 >= 0x20 || $0 == 0x09 }
-                    lines.append(String(decoding: clean, as: UTF8.self))
+                    lines.append(Self.clean(partial))
                     partial.removeAll(keepingCapacity: true)
                 } else {
                     partial.append(byte)

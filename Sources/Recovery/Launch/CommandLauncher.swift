@@ -103,7 +103,7 @@ public struct CommandLauncher: Launcher {
         guard let executable = request.settings.command else {
             throw LifeboatError("launch.bad-settings", "machine \(request.machine) uses the command launcher but has no --launcher-command")
         }
-        let seconds = Double(timeout.components.seconds)
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
         let outcome = try await NIOThreadPool.singleton.runIfActive {
             try ChildProcess.run(executable, [], input: input, timeout: seconds)
         }
@@ -115,7 +115,7 @@ public struct CommandLauncher: Launcher {
             log("\(executable) \(name): " + (trimmed.count > 2000 ? "…" + trimmed.suffix(2000) : trimmed))
         }
         if outcome.timedOut {
-            throw LifeboatError("launch.command-timeout", "\(executable) did not finish within \(Int(seconds)) s and was killed")
+            throw LifeboatError("launch.command-timeout", "\(executable) did not finish within \(seconds == seconds.rounded() ? "\(Int(seconds))" : String(format: "%.1f", seconds)) s and was killed")
         }
         log("\(executable) exited \(outcome.status)")
         guard outcome.status == 0 else {

@@ -55,6 +55,14 @@ enum DetachedProcess {
                 "cannot start \(executable): \(String(cString: strerror(rc))) (is it installed? scripts/setup installs QEMU)"
             )
         }
+        // Until the new program's arguments are in place its command line reads empty: wait (briefly) for them,
+        // so that isAlive is right from the moment spawn returns.
+        for _ in 0..<200 {
+            // Without reaping: a caller may want the exit status of a child that ended at once.
+            let state = state(pid)
+            if state == nil || state == "Z" || (readProcFile("/proc/\(pid)/cmdline").map { !$0.isEmpty } ?? false) { break }
+            usleep(5_000)
+        }
         return pid
     }
 
@@ -79,10 +87,31 @@ enum DetachedProcess {
         return status
     }
 
-    /// True when `pid` runs and its command line contains `marker`.
-    static func isAlive(_ pid: Int32, marker: String) -> Bool {
+    /// The state letter of `/proc/PID/stat` (R, S, D, Z, X, …); nil when there is no such process.
+    static func state(_ pid: Int32) -> Character? {
+        guard let text = readProcFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        return text[text.index(after: close)...].first { !$0.isWhitespace }
+    }
+
+    /// True when no process `pid` runs any more (gone, or a zombie about to be reaped).
+    static func isGone(_ pid: Int32) -> Bool {
         _ = reap(pid)
-        guard let fd = Optional(open("/proc/\(pid)/cmdline", O_RDONLY | O_CLOEXEC)), fd >= 0 else { return false }
+        guard let state = state(pid) else { return true }
+        return state == "Z" || state == "X"
+    }
+
+    /// True when `pid` runs and its command line contains `marker`.
+    ///
+    /// A process between exec and its first instruction, or one that is exiting, briefly has an empty command
+    /// line: `spawn` waits for the new one, `stop` waits with `isGone`.
+    static func isAlive(_ pid: Int32, marker: String) -> Bool {
+        guard !isGone(pid), let text = readProcFile("/proc/\(pid)/cmdline") else { return false }
+        return text.contains(marker)
+    }
+
+    static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -91,10 +120,7 @@ enum DetachedProcess {
             if n <= 0 { break }
             bytes.append(contentsOf: chunk[0..<n])
         }
-        // A zombie has an empty command line.
-        guard !bytes.isEmpty else { return false }
-        let text = String(decoding: bytes.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
-        return text.contains(marker)
+        return String(decoding: bytes.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
     }
 
     /// SIGTERM, then SIGKILL after `grace` seconds; returns once the process is gone. Does nothing if it is not
@@ -103,12 +129,13 @@ enum DetachedProcess {
         guard isAlive(pid, marker: marker) else { return }
         kill(pid, SIGTERM)
         for _ in 0..<(grace * 10) {
-            if !isAlive(pid, marker: marker) { return }
+            if isGone(pid) { return }
             usleep(100_000)
         }
-        if isAlive(pid, marker: marker) { kill(pid, SIGKILL) }
+        // Still there (and not reaped, so the pid cannot have been reused).
+        if !isGone(pid) { kill(pid, SIGKILL) }
         for _ in 0..<50 {
-            if !isAlive(pid, marker: marker) { return }
+            if isGone(pid) { return }
             usleep(100_000)
         }
     }
