@@ -218,6 +218,13 @@ struct LaunchTests {
         #expect(try site.lifeboat(["instances", "terminate", rawID]).status == 0)
         #expect(!FileTools.exists(site.data + "/instances/\(rawID)/images"), "the exported images were removed")
 
+        // `lifeboat export --format qcow2` holds the same bytes.
+        let qcow2 = site.dir.child("export.qcow2")
+        let exportedQcow2 = try site.lifeboat(["export", "web", "--point", point, "--format", "qcow2", "--output", qcow2])
+        #expect(exportedQcow2.status == 0, "\(exportedQcow2.stderr)")
+        let compared = try Processes.run("/usr/bin/qemu-img", ["compare", "-f", "qcow2", "-F", "raw", qcow2, exported])
+        #expect(compared.status == 0, "qemu-img compare: \(compared.stdout) \(compared.stderr)")
+
         // A launcher that fails: LAUNCH_FAILED with its words, nothing kept.
         let failing = site.dir.child("failing.sh")
         try FileTools.write(failing, Array("#!/bin/sh\ncat >/dev/null\necho 'no capacity left in pool' >&2\nexit 3\n".utf8), mode: 0o755)
@@ -254,6 +261,29 @@ struct LaunchTests {
         else:
             print("launcher: terminated " + request["instance"])
         """
+
+    // MARK: - NBD reachable from other hosts: TLS
+
+    @Test("an NBD server bound beyond loopback requires TLS: QEMU boots over nbds with the CA, a plain client is refused")
+    func nbdOverTLS() async throws {
+        let site = try LaunchSite(nbdBind: "0.0.0.0:0")
+        defer { site.stop() }
+        _ = try site.protect(text: "lifeboat over tls\n")
+        try site.configure(["--memory", "256", "--check", "http:80:/index.html:200:lifeboat over tls", "--check-timeout", Self.checkTimeout])
+        let result = try site.lifeboat(["launch", "--mode", "test", "web", "--wait", "--json"])
+        let job = try site.parse(result.stdout)
+        let item = try #require((job["items"] as? [[String: Any]])?.first)
+        #expect(item["launchStatus"] as? String == "LAUNCHED", "\(item) \(site.console(item["instance"])) \(site.log())")
+        let conversion = (job["events"] as? [[String: Any]] ?? []).first { $0["kind"] as? String == "CONVERSION_END" }
+        let uri = (conversion?["detail"] as? String ?? "").split(separator: " ").first.map(String.init) ?? ""
+        #expect(uri.hasPrefix("nbds://127.0.0.1:"), "the disk is served over TLS: \(conversion ?? [:])")
+        // The same export without TLS: refused.
+        let plain = try Processes.run("/usr/bin/qemu-img", ["info", "nbd" + uri.dropFirst(4)])
+        #expect(plain.status != 0, "a plain NBD client must be refused: \(plain.stdout)")
+        #expect(plain.stderr.lowercased().contains("tls"), "the refusal names TLS: \(plain.stderr)")
+        let id = try #require(item["instance"] as? String)
+        #expect(try site.lifeboat(["instances", "terminate", id]).status == 0)
+    }
 
     // MARK: - Recovery mode and a server restart
 
@@ -310,8 +340,9 @@ final class LaunchSite: @unchecked Sendable {
     var dir: TemporaryDirectory { site.dir }
     var data: String { site.data }
 
-    init() throws {
+    init(nbdBind: String = "127.0.0.1:0") throws {
         site = try ReplicationSite()
+        site.nbdBind = nbdBind
         image = site.dir.child("web.img")
         try site.startServer()
     }

@@ -12,6 +12,8 @@ final class ReplicationSite: @unchecked Sendable {
     private(set) var address: String = ""
     /// The NBD server's `HOST:PORT` (recovery instances' disks); the first start picks a free port, later starts reuse it.
     private(set) var nbdAddress: String = ""
+    /// Where the NBD server binds on the first start (another address than loopback turns TLS on).
+    var nbdBind = "127.0.0.1:0"
     let serverLog: String
     private var serverRuns = 0
 
@@ -46,7 +48,7 @@ final class ReplicationSite: @unchecked Sendable {
         let addressFile = data + "/replication.address"
         try? FileManager.default.removeItem(atPath: addressFile)
         let listen = address.isEmpty ? "127.0.0.1:0" : address
-        let nbdListen = nbdAddress.isEmpty ? "127.0.0.1:0" : nbdAddress
+        let nbdListen = nbdAddress.isEmpty ? nbdBind : nbdAddress
         try? FileManager.default.removeItem(atPath: data + "/nbd.address")
         server = try Self.background(["server", "run", "--data", data, "--listen", listen, "--nbd-listen", nbdListen], log: serverLog)
         serverRuns += 1
