@@ -74,6 +74,8 @@ public enum JobEventKind: String, Sendable, Codable, CaseIterable {
     /// passed or failed; all checks passed (with the RTO).
     case launcherOutput = "LAUNCHER_OUTPUT"
     case machineStarted = "MACHINE_STARTED"
+    /// The end of the machine's serial console, captured into the job log once the checks are done.
+    case console = "CONSOLE"
     case checkPassed = "CHECK_PASSED"
     case checkFailed = "CHECK_FAILED"
     case launchEnd = "LAUNCH_END"

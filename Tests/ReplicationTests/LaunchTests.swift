@@ -52,6 +52,9 @@ struct LaunchTests {
             ]
             #expect(kinds.filter { expected.contains($0) }.uniqued() == expected, "event order: \(kinds)")
             #expect(kinds.filter { $0 == "CHECK_PASSED" }.count == 3)
+            let console = (job["events"] as? [[String: Any]] ?? []).first { $0["kind"] as? String == "CONSOLE" }
+            let consoleText = console?["detail"] as? String ?? ""
+            #expect(consoleText.contains("LIFEBOAT-READY"), "the serial console is in the job log")
         }
 
         // Each instance serves its point's file through its forwarded port.

@@ -210,6 +210,7 @@ public final class LaunchService: Service, Sendable {
                 isAlive: { chosen.isRunning(started) },
                 onPassed: { check, attempt in self.event(job.id, .checkPassed, item, detail: "\(check): \(attempt.detail)") }
             )
+            captureConsole(started, job: job.id, item: item)
             if let failure {
                 event(job.id, .checkFailed, item, detail: "\(failure.check)", error: failure.attempt.detail)
                 throw LifeboatError(
@@ -270,6 +271,15 @@ public final class LaunchService: Service, Sendable {
             try? catalog.setInstanceState(id, .stopped, reason: "terminate failed: \(text)")
             try? catalog.setJobItem(job: job.id, instance: id, status: .failed, error: text)
         }
+    }
+
+    /// The last lines of the serial console (at most 4 KiB, escape sequences removed) as a job event.
+    private func captureConsole(_ runtime: InstanceRuntime, job: String, item: JobItem) {
+        guard let path = runtime.consoleLog, let bytes = try? readTail(path, limit: 4096), !bytes.isEmpty else { return }
+        var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map { ConsoleReader.clean(Array($0)) }
+        if bytes.count == 4096, !lines.isEmpty { lines.removeFirst() }  // a partial first line
+        while lines.last?.isEmpty == true { lines.removeLast() }
+        event(job, .console, item, detail: "\(path) (last \(lines.count) lines):\n" + lines.joined(separator: "\n"))
     }
 
     // MARK: - Disks
