@@ -39,6 +39,16 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
 
     public var description: String { rfc3339 }
 
+    /// The span a written RFC 3339 time stands for, in nanoseconds: 1 s without fractional seconds, 1 ms for
+    /// three fraction digits, … (what a person means by the time they copied from a listing).
+    public static func resolution(ofRFC3339 text: String) -> Int64 {
+        guard let dot = text.utf8.firstIndex(of: UInt8(ascii: ".")) else { return 1_000_000_000 }
+        let digits = text.utf8[text.utf8.index(after: dot)...].prefix { $0 >= 48 && $0 <= 57 }.count
+        var span: Int64 = 1
+        for _ in 0..<max(0, 9 - min(digits, 9)) { span *= 10 }
+        return span
+    }
+
     /// Parses RFC 3339 (`2026-11-30T03:25:31Z`, fractional seconds and `+hh:mm` offsets allowed).
     public init?(rfc3339 text: String) {
         let b = Array(text.utf8)

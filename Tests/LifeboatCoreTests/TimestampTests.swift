@@ -102,3 +102,15 @@ struct TimestampTests {
         #expect(clock.now() == Timestamp(seconds: 7))
     }
 }
+
+@Suite("Timestamp resolution of written times")
+struct TimestampResolutionTests {
+    @Test("the span a written time covers follows its fraction digits")
+    func resolution() {
+        #expect(Timestamp.resolution(ofRFC3339: "2026-11-30T12:28:17Z") == 1_000_000_000)
+        #expect(Timestamp.resolution(ofRFC3339: "2026-11-30T12:28:17.043Z") == 1_000_000)
+        #expect(Timestamp.resolution(ofRFC3339: "2026-11-30T12:28:17.043210+01:00") == 1_000)
+        #expect(Timestamp.resolution(ofRFC3339: "2026-11-30T12:28:17.123456789Z") == 1)
+        #expect(Timestamp.resolution(ofRFC3339: "2026-11-30T12:28:17.1234567891Z") == 1)
+    }
+}

@@ -228,6 +228,24 @@ struct LaunchTests {
         let compared = try Processes.run("/usr/bin/qemu-img", ["compare", "-f", "qcow2", "-F", "raw", qcow2, exported])
         #expect(compared.status == 0, "qemu-img compare: \(compared.stdout) \(compared.stderr)")
 
+        // Choosing machines by application and all; a point by time; a job waits PENDING until a server runs.
+        try site.configure(["--disk-delivery", "nbd", "--application", "shop"])
+        let points = try site.parseArray(try ReplicationSite.lifeboat(["store", "points", "--json"] + site.site.storeArguments).stdout)
+        let pointTime = try #require(points.first { $0["point"] as? String == point }?["time"] as? String)
+        site.site.stopServer()
+        let queued = try site.queueLaunch(["--mode", "test", "--application", "shop", "--point", "web=\(pointTime)"])
+        let pending = try site.parse(try site.lifeboat(["jobs", queued, "--json"]).stdout)
+        #expect(pending["status"] as? String == "PENDING", "no server runs: the job waits")
+        #expect((pending["items"] as? [[String: Any]])?.first?["point"] as? String == point, "the time resolved to the point")
+        try site.site.startServer()
+        let byApplication = try site.follow(queued)
+        #expect((byApplication["items"] as? [[String: Any]])?.map { $0["launchStatus"] as? String } == ["LAUNCHED"], "\(byApplication)")
+        let everything = try site.lifeboat(["launch", "--mode", "test", "--all", "--wait", "--json"])
+        #expect((try site.parse(everything.stdout)["items"] as? [[String: Any]])?.map { $0["machine"] as? String } == ["web"])
+        let running = try site.instances().compactMap { $0["id"] as? String }
+        #expect(running.count == 2)
+        #expect(try site.lifeboat(["instances", "terminate"] + running).status == 0)
+
         // A launcher that fails: LAUNCH_FAILED with its words, nothing kept.
         let failing = site.dir.child("failing.sh")
         try FileTools.write(failing, Array("#!/bin/sh\ncat >/dev/null\necho 'no capacity left in pool' >&2\nexit 3\n".utf8), mode: 0o755)

@@ -186,8 +186,13 @@ struct PointTests {
         #expect(c3.time < Timestamp(nanoseconds: c1.time.nanoseconds + 1_000_000_000))
         #expect(store.commits(machine: "m") == [c1, c2, c3])
         #expect(try store.resolvePoint("latest", machine: "m") == c3)
-        // Nanoseconds apart, the three show the same millisecond; that instant itself is the first one.
-        #expect(try store.resolvePoint(c1.time.rfc3339, machine: "m") == c1)
+        // Nanoseconds apart, the three show the same millisecond: a written time covers its whole millisecond (a
+        // time copied from a listing must find its point), so it names the newest of them; ids tell them apart.
+        #expect(try store.resolvePoint(c1.time.rfc3339, machine: "m") == c3)
+        // Written to the nanosecond, the same instant is the first one exactly.
+        let fraction = String(c1.time.nanoseconds % 1_000_000_000)
+        let exact = String(c1.time.rfc3339.prefix(20)) + String(repeating: "0", count: 9 - fraction.count) + fraction + "Z"
+        #expect(try store.resolvePoint(exact, machine: "m") == c1)
         #expect(try store.resolvePoint(Timestamp(nanoseconds: c1.time.nanoseconds + 1_000_000).rfc3339, machine: "m") == c3)
         store.close()
     }

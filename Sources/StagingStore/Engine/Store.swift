@@ -242,7 +242,8 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    /// Resolves `latest`, a point id, or an RFC 3339 time (newest point at or before it) for a machine.
+    /// Resolves `latest`, a point id, or an RFC 3339 time (newest point at or before it, the time taken to the end
+    /// of its written precision: `…:17.043Z` includes 17.043999999) for a machine.
     /// `latest` and times consider crash-consistent points only; an id names any commit.
     public func resolvePoint(_ text: String, machine: String) throws -> CommitRecord {
         let all = commits(machine: machine)
@@ -271,7 +272,9 @@ public final class Store: @unchecked Sendable {
             }
             return c
         }
-        if let time = Timestamp(rfc3339: text) {
+        if let given = Timestamp(rfc3339: text) {
+            // A time copied from a listing (milliseconds) covers its whole millisecond.
+            let time = Timestamp(nanoseconds: given.nanoseconds + Timestamp.resolution(ofRFC3339: text) - 1)
             guard let c = mine.last(where: { $0.time <= time }) else {
                 throw LifeboatError(
                     "store.unknown-point",
