@@ -283,6 +283,46 @@ struct LaunchTests {
             print("launcher: terminated " + request["instance"])
         """
 
+    // MARK: - A recovery network on a tap device
+
+    @Test("recovery onto a tap network: QEMU attaches the tap, the checks reach the machine at its recovery address")
+    func recoveryOnTapNetwork() async throws {
+        // A tap device on this host standing in for the recovery network: the host is 10.0.2.2, the fixture guest
+        // configures itself as 10.0.2.15/24. Host routes (/32) only, so nothing else on the host is affected.
+        let tap = "lbtap\(UInt16.random(in: 1000...65000))"
+        func ip(_ arguments: [String]) throws {
+            let r = try Processes.run("/usr/sbin/ip", arguments)
+            try #require(r.status == 0, "ip \(arguments.joined(separator: " ")): \(r.stderr)")
+        }
+        let existing = try Processes.run("/usr/sbin/ip", ["-o", "addr", "show"]).stdout
+        try #require(!existing.contains(" 10.0.2."), "this host already uses 10.0.2.0/24; the tap test needs it free: \(existing)")
+        try ip(["tuntap", "add", "dev", tap, "mode", "tap"])
+        defer { _ = try? Processes.run("/usr/sbin/ip", ["link", "delete", tap]) }
+        try ip(["addr", "add", "10.0.2.2/32", "dev", tap])
+        try ip(["link", "set", tap, "up"])
+        try ip(["route", "add", "10.0.2.15/32", "dev", tap])
+
+        let site = try LaunchSite()
+        defer { site.stop() }
+        _ = try site.protect(text: "lifeboat on tap\n")
+        try site.configure([
+            "--memory", "256", "--recovery-network", "tap:\(tap)", "--recovery-address", "10.0.2.15",
+            "--check", "http:80:/index.html:200:lifeboat on tap", "--check-timeout", Self.checkTimeout,
+        ])
+        let result = try site.lifeboat(["launch", "--mode", "recovery", "web", "--wait", "--json"])
+        let job = try site.parse(result.stdout)
+        let item = try #require((job["items"] as? [[String: Any]])?.first)
+        #expect(item["launchStatus"] as? String == "LAUNCHED", "\(item) \(site.console(item["instance"])) \(site.log())")
+        let passed = (job["events"] as? [[String: Any]] ?? []).filter { $0["kind"] as? String == "CHECK_PASSED" }
+            .compactMap { $0["detail"] as? String }
+        #expect(passed.contains { $0.contains("http://10.0.2.15:80/index.html") }, "the check went over the tap: \(passed)")
+        let instance = try #require(try site.instances().first)
+        #expect(instance["host"] as? String == "10.0.2.15")
+        #expect((instance["ports"] as? [String: Any])?.isEmpty == true, "no forwards on a tap network")
+        let id = try #require(instance["id"] as? String)
+        #expect(try site.lifeboat(["instances", "terminate", id]).status == 0)
+    }
+
     // MARK: - NBD reachable from other hosts: TLS
 
     @Test("an NBD server bound beyond loopback requires TLS: QEMU boots over nbds with the CA, a plain client is refused")
