@@ -505,6 +505,27 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         let bs = Fingerprint.blockSize
         let offset = Int64(index) * Int64(options.chunkSize)
         let want = Int(min(Int64(options.chunkSize), size - offset))
+        let first = Int(offset / Int64(bs))
+        // A sparse image file: its holes read as zeros without reading them (SEEK_DATA/SEEK_HOLE); only the
+        // data ranges are read and hashed.
+        if !isBlockDevice, let ranges = dataRanges(offset: offset, length: want) {
+            var covered = 0
+            for range in ranges {
+                for block in (covered / bs)..<(range.lowerBound / bs) { map[first + block] = Fingerprint.zero }
+                let got = try SystemCalls.preadFully(
+                    device,
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[range]),
+                    at: offset + Int64(range.lowerBound),
+                    path: path
+                )
+                guard got == range.count else { throw shrankWhileReading(at: offset + Int64(range.lowerBound + got)) }
+                hashBlocks(buffer, from: range.lowerBound, to: range.upperBound, want: want, first: first, into: map)
+                covered = range.upperBound
+            }
+            let blocks = (want + bs - 1) / bs
+            for block in ((covered + bs - 1) / bs)..<blocks { map[first + block] = Fingerprint.zero }
+            return
+        }
         let got = try SystemCalls.preadFully(
             device,
             into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]),
@@ -512,18 +533,56 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             path: path
         )
         guard got == want else { throw shrankWhileReading(at: offset + Int64(got)) }
-        let padded = (want + bs - 1) / bs * bs
-        if padded > want {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[want..<padded]).initializeMemory(
-                as: UInt8.self,
-                repeating: 0
-            )
+        hashBlocks(buffer, from: 0, to: want, want: want, first: first, into: map)
+    }
+
+    /// Fingerprints the blocks of `buffer[from..<to]` (block aligned; `to` may be the chunk's partial end).
+    private func hashBlocks(
+        _ buffer: UnsafeMutableRawBufferPointer,
+        from: Int,
+        to: Int,
+        want: Int,
+        first: Int,
+        into map: FingerprintMap
+    ) {
+        let bs = Fingerprint.blockSize
+        let padded = (to + bs - 1) / bs * bs
+        if padded > to {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[to..<padded]).initializeMemory(as: UInt8.self, repeating: 0)
         }
-        let first = Int(offset / Int64(bs))
         let raw = UnsafeRawBufferPointer(buffer)
-        for i in 0..<(padded / bs) {
+        for i in (from / bs)..<(padded / bs) {
             map[first + i] = Fingerprint.of(UnsafeRawBufferPointer(rebasing: raw[(i * bs)..<((i + 1) * bs)]))
         }
+    }
+
+    /// The data ranges of `[offset, offset + length)` of a regular file, relative to `offset`, widened to 4 KiB
+    /// blocks and merged; nil when the filesystem cannot tell (then everything is read).
+    private func dataRanges(offset: Int64, length: Int) -> [Range<Int>]? {
+        let bs = Fingerprint.blockSize
+        let end = offset + Int64(length)
+        var ranges: [Range<Int>] = []
+        var position = offset
+        while position < end {
+            let data = lseek(device.rawValue, off_t(position), 3 /* SEEK_DATA */)
+            if data < 0 {
+                if errno == ENXIO { break }  // only a hole from here to the end of the file
+                return nil
+            }
+            if Int64(data) >= end { break }
+            var hole = Int64(lseek(device.rawValue, off_t(data), 4 /* SEEK_HOLE */))
+            if hole < 0 { return nil }
+            hole = min(hole, end)
+            let lower = Int(Int64(data) - offset) / bs * bs
+            let upper = min(length, (Int(hole - offset) + bs - 1) / bs * bs)
+            if let last = ranges.last, lower <= last.upperBound {
+                ranges[ranges.count - 1] = last.lowerBound..<max(last.upperBound, upper)
+            } else {
+                ranges.append(lower..<upper)
+            }
+            position = hole
+        }
+        return ranges
     }
 
     /// The blocks whose fingerprint differs from the base (a block the base lacks counts as zeros), coalesced.
