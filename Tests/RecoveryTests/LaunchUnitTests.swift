@@ -187,6 +187,25 @@ struct QEMUArgumentsTests {
         #expect(bad?.message.contains("volume data") == true)
     }
 
+    @Test("a path with a comma (QEMU's option separator) is refused as launch.bad-path, never passed on")
+    func commaInPath() async {
+        var disk = LaunchDisk(volume: "root", size: 1 << 30)
+        disk.imagePath = "/data/a,b/root.raw"
+        disk.imageFormat = "raw"
+        let image = await expectCode("launch.bad-path") {
+            _ = try QEMULauncher.arguments(for: Fixture.request(disks: [disk]), accelerator: .tcg, forwards: [:], console: console)
+        }
+        #expect(image?.message.contains("/data/a,b/root.raw") == true)
+        _ = await expectCode("launch.bad-path") {
+            _ = try QEMULauncher.arguments(for: Fixture.request(), accelerator: .tcg, forwards: [:], console: "/x,y/console.log")
+        }
+        _ = await expectCode("launch.bad-path") {
+            _ = try QEMULauncher.arguments(
+                for: Fixture.request(disks: [Fixture.nbd("root", tls: "/tls,dir")]), accelerator: .tcg, forwards: [:], console: console
+            )
+        }
+    }
+
     @Test("RECOVERY on user networking: the same forwards, outbound allowed (no restrict)")
     func recoveryUser() throws {
         let settings = Fixture.settings { $0.checks = [.tcp(port: 22)]; $0.forwardPorts = [443] }

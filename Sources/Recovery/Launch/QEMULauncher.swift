@@ -104,6 +104,14 @@ public final class QEMULauncher: Launcher {
         guard !request.disks.isEmpty else {
             throw LifeboatError("launch.no-disks", "machine \(request.machine) has no volume at point \(request.point)")
         }
+        // Paths go into QEMU option strings, where a comma separates options: refuse rather than mis-parse.
+        for path in [console] + request.disks.compactMap(\.imagePath) + request.disks.compactMap(\.nbdTLSDirectory)
+        where path.contains(",") {
+            throw LifeboatError(
+                "launch.bad-path",
+                "QEMU cannot take the path \(path): it contains ','; use a data directory whose path has no commas"
+            )
+        }
         let settings = request.settings
         var args = [
             "-name", "\(request.machine),process=\(marker(instance: request.instance))",
