@@ -508,7 +508,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         let first = Int(offset / Int64(bs))
         // A sparse image file: its holes read as zeros without reading them (SEEK_DATA/SEEK_HOLE); only the
         // data ranges are read and hashed.
-        if !isBlockDevice, let ranges = dataRanges(offset: offset, length: want) {
+        if !isBlockDevice, let ranges = try dataRanges(offset: offset, length: want) {
             var covered = 0
             for range in ranges {
                 for block in (covered / bs)..<(range.lowerBound / bs) { map[first + block] = Fingerprint.zero }
@@ -558,7 +558,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
 
     /// The data ranges of `[offset, offset + length)` of a regular file, relative to `offset`, widened to 4 KiB
     /// blocks and merged; nil when the filesystem cannot tell (then everything is read).
-    private func dataRanges(offset: Int64, length: Int) -> [Range<Int>]? {
+    private func dataRanges(offset: Int64, length: Int) throws -> [Range<Int>]? {
         let bs = Fingerprint.blockSize
         let end = offset + Int64(length)
         var ranges: [Range<Int>] = []
@@ -566,8 +566,10 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         while position < end {
             let data = lseek(device.rawValue, off_t(position), 3 /* SEEK_DATA */)
             if data < 0 {
-                if errno == ENXIO { break }  // only a hole from here to the end of the file
-                return nil
+                guard errno == ENXIO else { return nil }
+                // ENXIO: nothing but a hole up to the end of the file — or the file shrank under us.
+                try checkNotShrunk(below: end)
+                break
             }
             if Int64(data) >= end { break }
             var hole = Int64(lseek(device.rawValue, off_t(data), 4 /* SEEK_HOLE */))
@@ -583,6 +585,13 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             position = hole
         }
         return ranges
+    }
+
+    /// Throws `tracker.volume-shrank` when the file now ends before `end`.
+    private func checkNotShrunk(below end: Int64) throws {
+        var info = stat()
+        guard fstat(device.rawValue, &info) == 0 else { return }
+        if Int64(info.st_size) < end { throw shrankWhileReading(at: Int64(info.st_size)) }
     }
 
     /// The blocks whose fingerprint differs from the base (a block the base lacks counts as zeros), coalesced.

@@ -134,6 +134,14 @@ struct ServerRun: AsyncParsableCommand {
                 logger: logger
             )
             let nbd = try makeNBDServer(layout: layout, override: nbdListen, logger: logger)
+            // Running recovery machines reconnect to the port they know: it must not change under them.
+            let holding = try catalog.instances()
+            if nbd.configuration.port == 0 && !holding.isEmpty {
+                throw LifeboatError(
+                    "server.nbd-port",
+                    "\(holding.count) recovery instance(s) (\(holding.map(\.id).joined(separator: ", "))) read their disks from the NBD server's port: give the port they use (see DATA/nbd.address) instead of port 0"
+                )
+            }
             var launchConfiguration = LaunchService.Configuration(
                 instancesDirectory: layout.instances,
                 nbdHost: Self.clientHost(nbd.configuration.host),

@@ -107,7 +107,7 @@ public struct AcceptanceRunner: Sendable {
     }
 
     private func blocking(_ body: @escaping @Sendable () -> CheckAttempt) async -> CheckAttempt {
-        (try? await NIOThreadPool.singleton.runIfActive(body))
+        (try? await LaunchThreads.pool.runIfActive(body))
             ?? CheckAttempt(passed: false, detail: "the check could not run: the thread pool is shutting down")
     }
 

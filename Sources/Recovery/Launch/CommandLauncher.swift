@@ -104,7 +104,7 @@ public struct CommandLauncher: Launcher {
             throw LifeboatError("launch.bad-settings", "machine \(request.machine) uses the command launcher but has no --launcher-command")
         }
         let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-        let outcome = try await NIOThreadPool.singleton.runIfActive {
+        let outcome = try await LaunchThreads.pool.runIfActive {
             try ChildProcess.run(executable, [], input: input, timeout: seconds)
         }
         let stdout = String(decoding: outcome.stdout, as: UTF8.self)

@@ -109,6 +109,20 @@ enum DetachedProcess {
         return text.contains(marker)
     }
 
+    /// The pids of running processes whose command line contains `marker` (a machine started just before a
+    /// crash, whose pid was never recorded).
+    static func find(marker: String) -> [Int32] {
+        guard let dir = opendir("/proc") else { return [] }
+        defer { closedir(dir) }
+        var found: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let pid = Int32(name), pid != getpid() else { continue }
+            if isAlive(pid, marker: marker) { found.append(pid) }
+        }
+        return found
+    }
+
     static func readProcFile(_ path: String) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }

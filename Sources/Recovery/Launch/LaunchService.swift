@@ -211,6 +211,9 @@ public final class LaunchService: Service, Sendable {
                 onPassed: { check, attempt in self.event(job.id, .checkPassed, item, detail: "\(check): \(attempt.detail)") }
             )
             captureConsole(started, job: job.id, item: item)
+            if failure != nil && Task.isCancelled {
+                throw LifeboatError("launch.interrupted", "the server stopped during the acceptance checks; launch again")
+            }
             if let failure {
                 event(job.id, .checkFailed, item, detail: "\(failure.check)", error: failure.attempt.detail)
                 throw LifeboatError(
@@ -228,8 +231,16 @@ public final class LaunchService: Service, Sendable {
             let text = (error as? LifeboatError)?.description ?? "\(error)"
             event(job.id, .launchFailed, item, detail: "\(item.machine) was not launched", error: text)
             // Release whatever was taken, in reverse order.
-            if let runtime, let launcher, let request {
-                try? await launcher.terminate(runtime, request: request, log: { [self] line in event(job.id, .launcherOutput, item, detail: line) })
+            if let launcher, let request {
+                // Without a runtime the launcher may still have started something (a command that failed half-way,
+                // a QEMU whose start was interrupted): terminate is idempotent, so ask it anyway.
+                var leftover = runtime ?? InstanceRuntime(launcher: launcher.kind)
+                if runtime == nil, launcher.kind == "qemu", let pid = DetachedProcess.find(marker: QEMULauncher.marker(instance: instance)).first {
+                    leftover.pid = pid
+                    leftover.processMarker = QEMULauncher.marker(instance: instance)
+                }
+                leftover.disks = request.disks
+                try? await launcher.terminate(leftover, request: request, log: { [self] line in event(job.id, .launcherOutput, item, detail: line) })
             }
             releaseDisks(instance)
             if let pinned { try? store.unpin(pinned, holder: Self.pinHolder(instance)) }
@@ -296,10 +307,10 @@ public final class LaunchService: Service, Sendable {
                 try SystemCallsLite.makeDirectories(images)
                 let raw = images + "/\(volume.name).raw"
                 let store = self.store
-                _ = try await NIOThreadPool.singleton.runIfActive { try store.export(reader, to: raw) }
+                _ = try await LaunchThreads.pool.runIfActive { try store.export(reader, to: raw) }
                 if settings.diskDelivery == .qcow2 {
                     let qcow2 = images + "/\(volume.name).qcow2"
-                    let outcome = try await NIOThreadPool.singleton.runIfActive {
+                    let outcome = try await LaunchThreads.pool.runIfActive {
                         try ChildProcess.run("/usr/bin/qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, qcow2], input: Data(), timeout: 3600)
                     }
                     unlink(raw)
@@ -389,7 +400,9 @@ public final class LaunchService: Service, Sendable {
             }
             for volume in commit.volumes.sorted(by: { $0.name < $1.name }) {
                 let directory = configuration.instancesDirectory + "/" + instance.id + "/disks/" + volume.name
-                guard FileManager.default.fileExists(atPath: directory) else { continue }
+                guard FileManager.default.fileExists(atPath: directory) else {
+                    throw LifeboatError("launch.overlay-missing", "the overlay of volume \(volume.name) (\(directory)) is missing")
+                }
                 let reader = try store.reader(machine: commit.machine, volume: volume.name, point: "\(commit.id)")
                 let base = PointExport(name: "\(instance.id)-\(volume.name)@base", reader: reader)
                 let overlay = try OverlayExport(name: Self.exportName(instance.id, volume.name), base: base, directory: directory)
@@ -406,15 +419,23 @@ public final class LaunchService: Service, Sendable {
 
     private func failInterrupted(_ item: JobItem, of job: JobRecord) async {
         let text = "the server stopped during the launch"
-        if let record = try? catalog.instance(id: item.instance), let runtime = record.runtime.flatMap({ try? Self.decode($0) }),
-            let launcher = launchers[runtime.launcher]
-        {
-            let request = LaunchRequest(
-                instance: item.instance, job: job.id, machine: item.machine, mode: record.mode, point: record.point,
-                pointCaptureTime: record.pointCaptureTime, disks: runtime.disks, settings: LaunchSettings(),
-                directory: configuration.instancesDirectory + "/" + item.instance
-            )
-            try? await launcher.terminate(runtime, request: request, log: { _ in })
+        if let record = try? catalog.instance(id: item.instance) {
+            var runtime = record.runtime.flatMap { try? Self.decode($0) } ?? InstanceRuntime(launcher: record.launcher)
+            if runtime.pid == nil, record.launcher == "qemu" {
+                // Killed between starting QEMU and recording its pid: find it by its marker.
+                let marker = QEMULauncher.marker(instance: item.instance)
+                runtime.pid = DetachedProcess.find(marker: marker).first
+                runtime.processMarker = marker
+            }
+            if let launcher = launchers[runtime.launcher] {
+                let settings = (try? catalog.machine(named: item.machine))??.launchSettings ?? LaunchSettings()
+                let request = LaunchRequest(
+                    instance: item.instance, job: job.id, machine: item.machine, mode: record.mode, point: record.point,
+                    pointCaptureTime: record.pointCaptureTime, disks: runtime.disks, settings: settings,
+                    directory: configuration.instancesDirectory + "/" + item.instance
+                )
+                try? await launcher.terminate(runtime, request: request, log: { [self] line in event(job.id, .launcherOutput, item, detail: line) })
+            }
         }
         releaseDisks(item.instance)
         if let point = item.point { try? store.unpin(PointID(raw: point), holder: Self.pinHolder(item.instance)) }

@@ -1,4 +1,5 @@
 public import LifeboatCore
+import NIOPosix
 
 /// One disk of a machine to launch: an NBD URI of its copy-on-write overlay, or an image exported first.
 public struct LaunchDisk: Sendable, Codable, Equatable {
@@ -103,4 +104,15 @@ public protocol Launcher: Sendable {
 
     /// Stops the machine and frees what the launcher holds for it. Idempotent: stopping a stopped machine succeeds.
     func terminate(_ runtime: InstanceRuntime, request: LaunchRequest, log: @escaping @Sendable (String) -> Void) async throws
+}
+
+/// Threads for the launch work that blocks for long: launcher commands (minutes), image conversions, check
+/// commands, stopping machines. Separate from NIO's small shared pool so that a failover of many machines does not
+/// queue one machine's checks behind another's launcher until their deadlines pass.
+enum LaunchThreads {
+    static let pool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 32)
+        pool.start()
+        return pool
+    }()
 }

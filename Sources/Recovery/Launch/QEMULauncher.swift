@@ -37,7 +37,8 @@ public final class QEMULauncher: Launcher {
     }
 
     public func launch(_ request: LaunchRequest, log: @escaping @Sendable (String) -> Void) async throws -> InstanceRuntime {
-        let accelerator = currentAccelerator()
+        // The first probe may take seconds: not on the cooperative pool.
+        let accelerator = try await LaunchThreads.pool.runIfActive { self.currentAccelerator() }
         var ports: [Int: Int] = [:]
         let usesUserNetwork = request.mode == .test || request.settings.recoveryNetwork == .user
         if usesUserNetwork {
@@ -58,7 +59,8 @@ public final class QEMULauncher: Launcher {
         runtime.disks = request.disks
         runtime.host = usesUserNetwork ? "127.0.0.1" : request.settings.recoveryAddress
         // QEMU fails fast on bad arguments or an unreachable disk: give it a moment and report its own words.
-        try await Task.sleep(for: .milliseconds(300))
+        // Not cancellable: a cancelled launch must still return the pid so that the caller stops the machine.
+        try? await Task.sleep(for: .milliseconds(300))
         if !DetachedProcess.isAlive(pid, marker: marker) {
             let text = (try? String(decoding: readTail(output, limit: 4096), as: UTF8.self)) ?? ""
             let trimmed = text.split(whereSeparator: \.isNewline).suffix(5).joined(separator: " | ")
@@ -75,7 +77,7 @@ public final class QEMULauncher: Launcher {
     public func terminate(_ runtime: InstanceRuntime, request: LaunchRequest, log: @escaping @Sendable (String) -> Void) async throws {
         guard let pid = runtime.pid, let marker = runtime.processMarker else { return }
         if DetachedProcess.isAlive(pid, marker: marker) {
-            try await NIOThreadPool.singleton.runIfActive { DetachedProcess.stop(pid, marker: marker) }
+            try await LaunchThreads.pool.runIfActive { DetachedProcess.stop(pid, marker: marker) }
             log("qemu pid \(pid) stopped")
         } else {
             log("qemu pid \(pid) had already exited")
