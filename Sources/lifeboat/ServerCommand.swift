@@ -183,11 +183,35 @@ extension ServerRun {
                 caPEMPath: layout.caCertificate
             )
             configuration.tls = try NIOSSLContext(configuration: tls)
-            try FileManager.default.createDirectory(atPath: layout.nbdClientTLS, withIntermediateDirectories: true)
-            let ca = try Data(contentsOf: URL(fileURLWithPath: layout.caCertificate))
-            try ca.write(to: URL(fileURLWithPath: layout.nbdClientTLS + "/ca-cert.pem"), options: .atomic)
+            configuration.allowedClientCertificates = [try Self.nbdClientIdentity(layout: layout)]
         }
         return try NBDServer(configuration: configuration, logger: Logger(label: "lifeboat.nbd"))
+    }
+
+    /// The identity QEMU presents to the NBD server (QEMU's `tls-creds-x509` directory layout): `ca-cert.pem`,
+    /// `client-cert.pem` and `client-key.pem` (0600) in `DATA/nbd-client/`, issued by the server's CA on first use.
+    /// Returns the certificate (DER), the only one the NBD server accepts.
+    static func nbdClientIdentity(layout: ServerLayout) throws -> [UInt8] {
+        let directory = layout.nbdClientTLS
+        let certificatePath = directory + "/client-cert.pem"
+        let keyPath = directory + "/client-key.pem"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let ca = try Data(contentsOf: URL(fileURLWithPath: layout.caCertificate))
+        try ca.write(to: URL(fileURLWithPath: directory + "/ca-cert.pem"), options: .atomic)
+        if let pem = try? String(contentsOfFile: certificatePath, encoding: .utf8), FileManager.default.fileExists(atPath: keyPath),
+            let der = try? CertificateInspection.der(fromPEM: pem)
+        {
+            return der
+        }
+        let authority = try CertificateAuthority.load(certificatePath: layout.caCertificate, keyPath: layout.caKey)
+        let key = AgentKey.generate()
+        let issued = try authority.signClientCertificate(
+            csrDER: try key.certificateSigningRequest(machine: "lifeboat-nbd-client"),
+            machine: "lifeboat-nbd-client"
+        )
+        try key.write(path: keyPath)
+        try Data(issued.pem.utf8).write(to: URL(fileURLWithPath: certificatePath), options: .atomic)
+        return issued.der
     }
 
     /// Where clients on this host reach a server listening on `host`.

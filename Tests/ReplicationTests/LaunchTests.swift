@@ -342,6 +342,31 @@ struct LaunchTests {
         let plain = try Processes.run("/usr/bin/qemu-img", ["info", "nbd" + uri.dropFirst(4)])
         #expect(plain.status != 0, "a plain NBD client must be refused: \(plain.stdout)")
         #expect(plain.stderr.lowercased().contains("tls"), "the refusal names TLS: \(plain.stderr)")
+        // Over TLS, only the server's own NBD client certificate opens it: none, or an agent's certificate signed
+        // by the same CA, is refused; the NBD client identity (what QEMU used) works.
+        let parts = uri.dropFirst("nbds://".count).split(separator: "/", maxSplits: 1)
+        let hostPort = parts[0].split(separator: ":")
+        func tlsInfo(_ credentials: String) throws -> ProcessResult {
+            try Processes.run("/usr/bin/qemu-img", [
+                "info", "--object", "tls-creds-x509,id=tls0,dir=\(credentials),endpoint=client",
+                "--image-opts",
+                "driver=nbd,server.type=inet,server.host=\(hostPort[0]),server.port=\(hostPort[1]),export=\(parts[1]),tls-creds=tls0",
+            ])
+        }
+        let caOnly = site.dir.child("tls-ca-only")
+        try FileManager.default.createDirectory(atPath: caOnly, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: site.data + "/ca/ca.pem", toPath: caOnly + "/ca-cert.pem")
+        #expect(try tlsInfo(caOnly).status != 0, "a TLS client without a certificate must be refused")
+        let agentIdentity = site.dir.child("tls-agent")
+        try FileManager.default.createDirectory(atPath: agentIdentity, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: site.data + "/ca/ca.pem", toPath: agentIdentity + "/ca-cert.pem")
+        try FileManager.default.copyItem(atPath: site.state + "/agent.pem", toPath: agentIdentity + "/client-cert.pem")
+        try FileManager.default.copyItem(atPath: site.state + "/agent.key", toPath: agentIdentity + "/client-key.pem")
+        let asAgent = try tlsInfo(agentIdentity)
+        #expect(asAgent.status != 0, "an agent's certificate must not open recovered disks: \(asAgent.stdout)")
+        let asLifeboat = try tlsInfo(site.data + "/nbd-client")
+        #expect(asLifeboat.status == 0, "the NBD client identity opens the export: \(asLifeboat.stderr)")
+        #expect(try FileTools.mode(site.data + "/nbd-client/client-key.pem") & 0o077 == 0, "the client key is 0600")
         let id = try #require(item["instance"] as? String)
         #expect(try site.lifeboat(["instances", "terminate", id]).status == 0)
     }

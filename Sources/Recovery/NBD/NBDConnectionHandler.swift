@@ -9,6 +9,8 @@ struct ConnectionSettings: Sendable {
     let registry: ExportRegistry
     let pool: NIOThreadPool
     let tls: NIOSSLContext?
+    /// Pinned client certificates (DER); empty: none required.
+    let allowedClientCertificates: Set<[UInt8]>
     let maxInFlight: Int
     let logger: Logger
 }
@@ -109,7 +111,25 @@ final class NBDConnectionHandler: ChannelInboundHandler {
                     send(reply, context: context)
                     guard let tls = settings.tls else { return close(context: context) }
                     do {
-                        try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
+                        let handler: NIOSSLServerHandler
+                        if settings.allowedClientCertificates.isEmpty {
+                            handler = NIOSSLServerHandler(context: tls)
+                        } else {
+                            // Only the pinned certificates: a certificate merely signed by the same CA (an agent's)
+                            // does not open recovered disks.
+                            let allowed = settings.allowedClientCertificates
+                            let logger = settings.logger
+                            handler = NIOSSLServerHandler(context: tls) { certificates, promise in
+                                let leaf = certificates.first.flatMap { try? $0.toDERBytes() }
+                                if let leaf, allowed.contains(leaf) {
+                                    promise.succeed(.certificateVerified)
+                                } else {
+                                    logger.warning("NBD client refused: its TLS certificate is not the server's NBD client certificate")
+                                    promise.succeed(.failed)
+                                }
+                            }
+                        }
+                        try context.pipeline.syncOperations.addHandler(handler, position: .first)
                     } catch {
                         logger.error("cannot start TLS", metadata: ["error": "\(error)"])
                         return close(context: context)

@@ -23,6 +23,9 @@ public final class NBDServer: Service, Sendable {
         public var tls: NIOSSLContext?
         /// Requests of one connection that may run at once; beyond that the server stops reading.
         public var maxRequestsInFlight: Int
+        /// With TLS: the DER encodings of the only client certificates accepted (pinned). Empty: no client
+        /// certificate is asked for. The TLS configuration must request one (`.noHostnameVerification`).
+        public var allowedClientCertificates: Set<[UInt8]> = []
 
         public init(host: String = "127.0.0.1", port: Int = 0, tls: NIOSSLContext? = nil, maxRequestsInFlight: Int = 64) {
             self.host = host
@@ -112,6 +115,7 @@ public final class NBDServer: Service, Sendable {
             registry: registry,
             pool: pool,
             tls: configuration.tls,
+            allowedClientCertificates: configuration.allowedClientCertificates,
             maxInFlight: max(1, configuration.maxRequestsInFlight),
             logger: logger
         )

@@ -33,11 +33,11 @@ public enum TLSSetup {
         return configuration
     }
 
-    /// The NBD server that serves recovery instances' disks: the server certificate, TLS 1.3 only, no client
-    /// certificates (NBD clients such as QEMU verify the server against the CA).
+    /// The NBD server that serves recovery instances' disks: the server certificate, TLS 1.3 only, a client
+    /// certificate required (the NBD server pins which one: `NBDServer.Configuration.allowedClientCertificates`).
     public static func nbdServerConfiguration(certificatePEMPath: String, keyPEMPath: String, caPEMPath: String) throws -> TLSConfiguration {
         var configuration = try serverConfiguration(certificatePEMPath: certificatePEMPath, keyPEMPath: keyPEMPath, caPEMPath: caPEMPath)
-        configuration.certificateVerification = .none
+        configuration.certificateVerification = .noHostnameVerification
         return configuration
     }
 
