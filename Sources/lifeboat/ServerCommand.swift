@@ -80,6 +80,8 @@ struct ServerInit: ParsableCommand {
             _ = try parseListen(nbdListen)
             var names = name
             if names.isEmpty { names = [ProcessEnvironment.hostName(), "localhost", "127.0.0.1", "::1"] }
+            // Recovery machines on this host reach the NBD server (TLS beyond loopback) as 127.0.0.1.
+            for local in ["localhost", "127.0.0.1"] where !names.contains(local) { names.append(local) }
             let configuration = ServerConfiguration(listenHost: host, listenPort: port, names: names, nbdListen: nbdListen)
             let summary = try ServerSetup.initialize(dataDirectory: try data.directory(), configuration: configuration)
             let root = summary.layout.root
