@@ -420,8 +420,6 @@ struct ExportCommand: ParsableCommand {
         commandName: "export",
         abstract: "Write a machine's volume at a recovery point to a raw file or a qcow2 image."
     )
-    enum Format: String, ExpressibleByArgument { case raw, qcow2 }
-
     @OptionGroup var data: DataOptions
 
     @Argument(help: "The machine.")
@@ -434,7 +432,7 @@ struct ExportCommand: ParsableCommand {
     var point = "latest"
 
     @Option(name: .long, help: "raw (sparse) or qcow2.")
-    var format: Format = .raw
+    var format: StoreExport.Format = .raw
 
     @Option(name: .shortAndLong, help: "The file to write (replaced).")
     var output: String
@@ -458,17 +456,7 @@ struct ExportCommand: ParsableCommand {
                 chosen = names[0]
             }
             let reader = try store.reader(machine: machine, volume: chosen, point: "\(commit.id)")
-            switch format {
-            case .raw:
-                let bytes = try store.export(reader, to: output)
-                print("exported \(machine)/\(chosen) at point \(commit.id) (\(commit.time)) to \(output): \(ByteFormatting.binary(bytes)) (raw)")
-            case .qcow2:
-                let raw = output + ".raw-export"
-                defer { unlink(raw) }
-                try store.export(reader, to: raw)
-                try runProcess("/usr/bin/qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, output])
-                print("exported \(machine)/\(chosen) at point \(commit.id) (\(commit.time)) to \(output) (qcow2)")
-            }
+            try exportVolume(store, reader, machine: machine, volume: chosen, format: format, output: output)
         }
     }
 }

@@ -220,18 +220,24 @@ struct StoreExport: ParsableCommand {
             let store = try options.open(.read)
             defer { store.close() }
             let reader = try store.reader(machine: machine, volume: volume, point: point)
-            switch format {
-            case .raw:
-                let n = try store.export(reader, to: output)
-                print("exported \(machine)/\(volume) at point \(reader.commit.id) (\(reader.commit.time)) to \(output): \(ByteFormatting.binary(reader.size)), \(ByteFormatting.binary(n)) of data")
-            case .qcow2:
-                let raw = output + ".raw-export"
-                defer { unlink(raw) }
-                try store.export(reader, to: raw)
-                try runProcess("/usr/bin/qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, output])
-                print("exported \(machine)/\(volume) at point \(reader.commit.id) (\(reader.commit.time)) to \(output) (qcow2)")
-            }
+            try exportVolume(store, reader, machine: machine, volume: volume, format: format, output: output)
         }
+    }
+}
+
+/// Writes a volume at a point as a sparse raw file or (through qemu-img) a qcow2 image, and says what it wrote.
+/// Shared by `store export` and `export`.
+func exportVolume(_ store: Store, _ reader: VolumeReader, machine: String, volume: String, format: StoreExport.Format, output: String) throws {
+    switch format {
+    case .raw:
+        let n = try store.export(reader, to: output)
+        print("exported \(machine)/\(volume) at point \(reader.commit.id) (\(reader.commit.time)) to \(output): \(ByteFormatting.binary(reader.size)), \(ByteFormatting.binary(n)) of data")
+    case .qcow2:
+        let raw = output + ".raw-export"
+        defer { unlink(raw) }
+        try store.export(reader, to: raw)
+        try runProcess("/usr/bin/qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, output])
+        print("exported \(machine)/\(volume) at point \(reader.commit.id) (\(reader.commit.time)) to \(output) (qcow2)")
     }
 }
 
