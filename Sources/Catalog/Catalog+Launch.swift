@@ -77,16 +77,8 @@ extension Catalog {
                 try Catalog.requireActive(db, target.machine)
                 let settings = try Catalog.fetchMachine(db, target.machine)?.launchSettings ?? LaunchSettings()
                 let instance = LaunchIdentifiers.make("ri")
-                try db.execute(
-                    sql: """
-                        INSERT INTO job_items (job, instance, machine, position, point, point_capture_time, launch_status)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        id, instance, target.machine, position, Int64(bitPattern: target.point),
-                        target.pointCaptureTime.nanoseconds, LaunchStatus.pending.rawValue,
-                    ]
-                )
+                try Catalog.insertItem(db, job: id, instance: instance, machine: target.machine, position: position,
+                                       point: target.point, captureTime: target.pointCaptureTime)
                 try db.execute(
                     sql: """
                         INSERT INTO recovery_instances (id, machine, job, mode, point, point_capture_time, state, launcher, created_at)
@@ -139,16 +131,8 @@ extension Catalog {
                 case .running, .stopped:
                     break
                 }
-                try db.execute(
-                    sql: """
-                        INSERT INTO job_items (job, instance, machine, position, point, point_capture_time, launch_status)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        id, instanceID, instance.machine, position, Int64(bitPattern: instance.point),
-                        instance.pointCaptureTime.nanoseconds, LaunchStatus.pending.rawValue,
-                    ]
-                )
+                try Catalog.insertItem(db, job: id, instance: instanceID, machine: instance.machine, position: position,
+                                       point: instance.point, captureTime: instance.pointCaptureTime)
                 try db.execute(
                     sql: "UPDATE recovery_instances SET state = ?, state_reason = ? WHERE id = ?",
                     arguments: [InstanceState.terminating.rawValue, "terminate job \(id)", instanceID]
@@ -322,6 +306,22 @@ extension Catalog {
                 .map(InstanceRecord.init(row:))
                 .filter { includeTerminated || $0.state.holdsResources }
         }
+    }
+
+    /// A PENDING item of a job, inside the caller's transaction.
+    static func insertItem(
+        _ db: Database, job: String, instance: String, machine: String, position: Int, point: UInt64, captureTime: Timestamp
+    ) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO job_items (job, instance, machine, position, point, point_capture_time, launch_status)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                job, instance, machine, position, Int64(bitPattern: point), captureTime.nanoseconds,
+                LaunchStatus.pending.rawValue,
+            ]
+        )
     }
 
     static func fetchJob(_ db: Database, _ id: String) throws -> JobRecord? {

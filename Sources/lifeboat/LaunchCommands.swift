@@ -5,6 +5,7 @@ import ArgumentParser
 import Catalog
 import Foundation
 import LifeboatCore
+import Recovery
 import ReplicationServer
 import StagingStore
 
@@ -343,42 +344,23 @@ struct InstancesList: ParsableCommand {
 }
 
 enum InstanceJSON {
-    static func runtime(_ i: InstanceRecord) -> [String: Any]? {
-        guard let text = i.runtime, let data = text.data(using: .utf8),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { return nil }
-        return object
-    }
-
-    /// Guest port → host port from the runtime (JSON object keyed by the guest port).
-    static func ports(_ runtime: [String: Any]) -> [Int: Int] {
-        var result: [Int: Int] = [:]
-        for (guest, host) in (runtime["ports"] as? [String: Any]) ?? [:] {
-            if let g = Int(guest), let h = host as? Int { result[g] = h }
-        }
-        return result
-    }
+    static func runtime(_ i: InstanceRecord) -> InstanceRuntime? { i.runtime.flatMap { try? InstanceRuntime(json: $0) } }
 
     /// `127.0.0.1:34567→80 …` from the runtime's host and port map.
     static func access(_ i: InstanceRecord) -> String {
-        guard let runtime = runtime(i), let host = runtime["host"] as? String else { return "-" }
-        let parts = ports(runtime).sorted { $0.key < $1.key }.map { "\(host):\($0.value)→\($0.key)" }
+        guard let runtime = runtime(i), let host = runtime.host else { return "-" }
+        let parts = runtime.ports.sorted { $0.key < $1.key }.map { "\(host):\($0.value)→\($0.key)" }
         return parts.isEmpty ? host : parts.joined(separator: " ")
     }
 
     static func object(_ i: InstanceRecord) -> [String: Any] {
-        var ports: [String: Int] = [:]
-        var host: Any = NSNull()
-        var console: Any = NSNull()
-        if let runtime = runtime(i) {
-            host = runtime["host"] ?? NSNull()
-            console = runtime["consoleLog"] ?? NSNull()
-            for (guest, port) in Self.ports(runtime) { ports["\(guest)"] = port }
-        }
+        let runtime = runtime(i)
         return [
             "id": i.id, "machine": i.machine, "job": i.job, "mode": i.mode.rawValue, "point": "\(PointID(raw: i.point))",
             "pointCaptureTime": i.pointCaptureTime.rfc3339, "state": i.state.rawValue, "stateReason": i.stateReason ?? NSNull(),
-            "launcher": i.launcher, "host": host, "ports": ports, "consoleLog": console,
+            "launcher": i.launcher, "host": runtime?.host ?? NSNull(),
+            "ports": Dictionary(uniqueKeysWithValues: (runtime?.ports ?? [:]).map { ("\($0.key)", $0.value) }),
+            "consoleLog": runtime?.consoleLog ?? NSNull(),
             "createdAt": i.createdAt.rfc3339, "launchedAt": i.launchedAt?.rfc3339 ?? NSNull(),
             "terminatedAt": i.terminatedAt?.rfc3339 ?? NSNull(),
         ]

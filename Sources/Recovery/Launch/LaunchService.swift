@@ -194,7 +194,7 @@ public final class LaunchService: Service, Sendable {
             let log: @Sendable (String) -> Void = { [self] line in event(job.id, .launcherOutput, item, detail: line) }
             let started = try await chosen.launch(req, log: log)
             runtime = started
-            try catalog.setInstanceState(instance, .launching, reason: "checks running", runtime: try Self.encode(started))
+            try catalog.setInstanceState(instance, .launching, reason: "checks running", runtime: try started.json())
             active.withLock { $0[instance, default: ActiveInstance(overlays: [])].runtime = started }
             var where_ = started.host.map { "reachable at \($0)" } ?? "no address"
             if !started.ports.isEmpty {
@@ -259,7 +259,7 @@ public final class LaunchService: Service, Sendable {
                 throw LifeboatError("instance.unknown", "recovery instance \(id) is gone from the catalog")
             }
             event(job.id, .cleanupStart, item, detail: "terminating \(id) (\(record.machine), \(record.mode.rawValue), point \(PointID(raw: record.point)))")
-            if let text = record.runtime, let runtime = try? Self.decode(text) {
+            if let text = record.runtime, let runtime = try? InstanceRuntime(json: text) {
                 guard let launcher = launchers[runtime.launcher] else {
                     throw LifeboatError("launch.no-launcher", "this server has no \(runtime.launcher) launcher to stop \(id)")
                 }
@@ -392,7 +392,7 @@ public final class LaunchService: Service, Sendable {
     }
 
     private func reattach(_ instance: InstanceRecord) {
-        let runtime = instance.runtime.flatMap { try? Self.decode($0) }
+        let runtime = instance.runtime.flatMap { try? InstanceRuntime(json: $0) }
         var overlays: [OverlayExport] = []
         do {
             guard let commit = store.commit(PointID(raw: instance.point)) else {
@@ -420,7 +420,7 @@ public final class LaunchService: Service, Sendable {
     private func failInterrupted(_ item: JobItem, of job: JobRecord) async {
         let text = "the server stopped during the launch"
         if let record = try? catalog.instance(id: item.instance) {
-            var runtime = record.runtime.flatMap { try? Self.decode($0) } ?? InstanceRuntime(launcher: record.launcher)
+            var runtime = record.runtime.flatMap { try? InstanceRuntime(json: $0) } ?? InstanceRuntime(launcher: record.launcher)
             if runtime.pid == nil, record.launcher == "qemu" {
                 // Killed between starting QEMU and recording its pid: find it by its marker.
                 let marker = QEMULauncher.marker(instance: item.instance)
@@ -469,16 +469,6 @@ public final class LaunchService: Service, Sendable {
     static func seconds(_ duration: Duration) -> String {
         let s = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         return String(format: "%.1f s", s)
-    }
-
-    static func encode(_ runtime: InstanceRuntime) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(runtime), as: UTF8.self)
-    }
-
-    static func decode(_ text: String) throws -> InstanceRuntime {
-        try JSONDecoder().decode(InstanceRuntime.self, from: Data(text.utf8))
     }
 
     private func event(_ job: String, _ kind: JobEventKind, _ item: JobItem? = nil, detail: String, error: String? = nil) {

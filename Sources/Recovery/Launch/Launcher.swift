@@ -1,3 +1,4 @@
+import Foundation
 public import LifeboatCore
 import NIOPosix
 
@@ -88,6 +89,17 @@ public struct InstanceRuntime: Sendable, Codable, Equatable {
 
     /// The host port for a guest port.
     public func hostPort(for guestPort: Int) -> Int { ports[guestPort] ?? guestPort }
+
+    /// The stored form (`recovery_instances.runtime`): JSON with sorted keys.
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    public init(json text: String) throws {
+        self = try JSONDecoder().decode(InstanceRuntime.self, from: Data(text.utf8))
+    }
 }
 
 /// Starts and stops recovery machines: QEMU on this host, or any platform through a command.
