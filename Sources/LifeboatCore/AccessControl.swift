@@ -29,7 +29,7 @@ public enum Role: String, Sendable, Hashable, Codable, CaseIterable, Comparable 
     public static func parseList(_ text: String) throws -> Set<Role> {
         var roles = Set<Role>()
         for word in text.split(separator: ",") {
-            let trimmed = word.trimmingCharacters(in: " ").lowercased()
+            let trimmed = String(word).trimmingCharacters(in: " ").lowercased()
             guard !trimmed.isEmpty else { continue }
             guard let role = Role(rawValue: trimmed) else {
                 throw LifeboatError(
