@@ -44,7 +44,7 @@ public final class Catalog: Sendable {
             throw openError(error, path: path)
         }
         do {
-            let migrator = Migrations.migrator
+            let migrator = Migrations.migrator(clock: clock)
             try pool.read { db in try checkOwnership(db, migrator: migrator, path: path) }
             try migrator.migrate(pool)
         } catch {

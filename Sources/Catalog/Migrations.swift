@@ -1,4 +1,5 @@
 import GRDB
+import LifeboatCore
 
 /// The catalog's schema, as named migrations applied in order. A migration, once released, never changes:
 /// a later issue appends a new one (`registerMigration("v2-…")`). `Catalog.open` refuses a catalog that has
@@ -7,7 +8,11 @@ import GRDB
 /// Conventions: times are INTEGER nanoseconds since the Unix epoch (UTC); unsigned 64-bit counters (points,
 /// sequences, byte counts) are stored as the INTEGER with the same bit pattern; booleans are 0 or 1.
 enum Migrations {
-    static var migrator: DatabaseMigrator {
+    /// The migrator with the system clock (for listing and checking migrations).
+    static var migrator: DatabaseMigrator { migrator(clock: SystemWallClock()) }
+
+    /// The migrator; `clock` stamps rows a migration creates (the applications of v4-control-plane).
+    static func migrator(clock: any WallClock) -> DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-machines") { db in
             try db.execute(sql: v1)
@@ -21,11 +26,117 @@ enum Migrations {
         migrator.registerMigration("v3-launch") { db in
             try db.execute(sql: v3)
         }
+        // The control plane: users and their access tokens, applications with recovery objectives, incidents,
+        // settings, and the hash-chained audit log. Applications named by machines become application rows.
+        migrator.registerMigration("v4-control-plane") { db in
+            try db.execute(sql: v4)
+            try db.execute(
+                sql: """
+                    INSERT OR IGNORE INTO applications (name, created_at)
+                    SELECT DISTINCT application, ? FROM machines WHERE application IS NOT NULL
+                    """,
+                arguments: [clock.now().nanoseconds]
+            )
+        }
         return migrator
     }
 
     /// The identifiers of every migration, in order.
     static var identifiers: [String] { migrator.migrations }
+
+    private static let v4 = """
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY NOT NULL,
+            password_hash TEXT NOT NULL,            -- PasswordHash: scrypt$N$r$p$<salt base64>$<hash base64>
+            roles TEXT NOT NULL,                    -- comma-separated, sorted in Role order
+            created_at INTEGER NOT NULL,
+            password_changed_at INTEGER NOT NULL,
+            disabled_at INTEGER
+        );
+
+        CREATE TABLE access_tokens (
+            id TEXT PRIMARY KEY NOT NULL,           -- tok-<16 hex>
+            user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,                     -- API | SESSION
+            secret_hash TEXT NOT NULL UNIQUE,       -- SHA-256 of the secret (hex); the secret itself is never stored
+            csrf TEXT,                              -- sessions only
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            revoked_at INTEGER,
+            last_used_at INTEGER
+        );
+        CREATE INDEX access_tokens_by_user ON access_tokens(user, created_at);
+        CREATE INDEX access_tokens_by_kind ON access_tokens(kind, expires_at);
+
+        CREATE TABLE applications (
+            name TEXT PRIMARY KEY NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            rpo_seconds INTEGER,
+            rto_seconds INTEGER,
+            launch_settings TEXT,                   -- JSON (LaunchSettings); NULL = none
+            created_at INTEGER NOT NULL
+        );
+        CREATE INDEX machines_by_application ON machines(application);
+
+        CREATE TABLE incidents (
+            id TEXT PRIMARY KEY NOT NULL,           -- inc-<16 hex>
+            title TEXT NOT NULL,
+            severity TEXT NOT NULL,                 -- LOW | MEDIUM | HIGH | CRITICAL
+            applications TEXT NOT NULL,             -- JSON array of application names
+            status TEXT NOT NULL,                   -- OPEN | CLOSED
+            declared_by TEXT NOT NULL,
+            declared_at INTEGER NOT NULL,
+            closed_by TEXT,
+            closed_at INTEGER,
+            summary TEXT
+        );
+        CREATE INDEX incidents_by_status ON incidents(status, declared_at);
+
+        CREATE TABLE incident_notes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            incident TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+            time INTEGER NOT NULL,
+            author TEXT NOT NULL,
+            kind TEXT NOT NULL,                     -- NOTE | REPORT
+            text TEXT NOT NULL
+        );
+        CREATE INDEX incident_notes_by_incident ON incident_notes(incident, id);
+
+        ALTER TABLE jobs ADD COLUMN incident TEXT;  -- the incident a launch was made under
+        ALTER TABLE jobs ADD COLUMN requested_by TEXT;
+        CREATE INDEX jobs_by_incident ON jobs(incident, created_at);
+
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY NOT NULL,
+            value TEXT NOT NULL                     -- JSON
+        );
+
+        -- Append-only, hash-chained (see AuditChain): seq runs 1, 2, 3… without gaps.
+        CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY,
+            time INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            source TEXT NOT NULL,
+            result TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_by_actor ON audit_log(actor, seq);
+        CREATE INDEX audit_log_by_action ON audit_log(action, seq);
+
+        -- The newest entry, kept apart from the log so that deleting the newest entries shows.
+        CREATE TABLE audit_head (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL
+        );
+        INSERT INTO audit_head (id, seq, hash)
+        VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+        """
 
     private static let v3 = """
         ALTER TABLE machines ADD COLUMN application TEXT;
