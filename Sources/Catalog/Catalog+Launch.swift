@@ -21,12 +21,18 @@ extension Catalog {
         }
     }
 
-    /// Puts a machine in an application (nil: in none).
+    /// Puts a machine in an application (nil: in none), creating the application if it does not exist yet.
     public func setApplication(machine: String, _ application: String?) throws {
         try Names.validate(machine, kind: "machine")
         if let application { try Names.validate(application, kind: "application") }
         try write { db in
             try Catalog.requireActive(db, machine)
+            if let application {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO applications (name, created_at) VALUES (?, ?)",
+                    arguments: [application, self.now.nanoseconds]
+                )
+            }
             try db.execute(sql: "UPDATE machines SET application = ? WHERE name = ?", arguments: [application, machine])
         }
     }
