@@ -40,10 +40,10 @@ struct LaunchCatalogTests {
 
     // MARK: - Schema
 
-    @Test("v3-launch is the newest migration and is applied to a fresh catalog")
+    @Test("v3-launch follows v2-machine-paused and is applied to a fresh catalog")
     func migration() throws {
         let f = try CatalogFixture()
-        #expect(Migrations.identifiers.last == "v3-launch")
+        #expect(Migrations.identifiers.contains("v3-launch"))
         #expect(Migrations.identifiers.firstIndex(of: "v3-launch")! > Migrations.identifiers.firstIndex(of: "v2-machine-paused")!)
         #expect(try f.catalog.appliedMigrations().contains("v3-launch"))
     }
@@ -52,7 +52,8 @@ struct LaunchCatalogTests {
     func upgradeFromV2() throws {
         let f = try Self.fixture("web-1")
         try f.catalog.setSettings(machine: "web-1", throttleMbps: 40, maxFreezeMilliseconds: 300)
-        // Undo v3-launch: what a catalog written by the previous release looks like.
+        // Undo v4-control-plane and v3-launch: what a catalog written by the previous release looks like.
+        try f.catalog.execute(sql: ControlPlaneMigrationTests.undoV4)
         try f.catalog.execute(sql: """
             DROP TABLE jobs; DROP TABLE job_items; DROP TABLE job_events; DROP TABLE recovery_instances;
             ALTER TABLE machines DROP COLUMN application;
