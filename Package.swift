@@ -20,6 +20,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // Domain values and pure logic: no I/O, no heavy dependencies.
@@ -153,6 +157,47 @@ let package = Package(
             ]
         ),
 
+        // The REST API's request and response bodies (Codable, no I/O): shared by the server and its clients.
+        .target(name: "LifeboatAPI", dependencies: ["LifeboatCore"]),
+
+        // The control plane: the REST API under /api/v1 (Hummingbird, HTTPS), users and roles, sessions and API
+        // tokens, incidents, the audit log, objectives, Prometheus metrics.
+        .target(
+            name: "ControlPlane",
+            dependencies: [
+                "LifeboatCore",
+                "LifeboatAPI",
+                "Catalog",
+                "StagingStore",
+                "Recovery",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.embedInCode("Resources/openapi.json")]
+        ),
+
+        // A client of the REST API (AsyncHTTPClient, the server's CA pinned): what the command line uses remotely.
+        .target(
+            name: "ControlPlaneClient",
+            dependencies: [
+                "LifeboatCore",
+                "LifeboatAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+
         // Fixtures shared by tests and benchmarks: temporary directories, generated images, child processes.
         .target(
             name: "LifeboatTesting",
@@ -170,6 +215,10 @@ let package = Package(
                 "ReplicationServer",
                 "Recovery",
                 "Agent",
+                "LifeboatSystem",
+                "LifeboatAPI",
+                "ControlPlane",
+                "ControlPlaneClient",
                 "LifeboatTesting",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -3,7 +3,9 @@
 #endif
 import ArgumentParser
 import Catalog
+import ControlPlaneClient
 import Foundation
+import LifeboatAPI
 import LifeboatCore
 import Recovery
 import ReplicationServer
@@ -32,7 +34,7 @@ struct LaunchCommand: AsyncParsableCommand {
             """
     )
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Option(name: .long, help: "test (a drill on an isolated network) or recovery (failover onto the recovery network).")
     var mode: String
@@ -61,6 +63,12 @@ struct LaunchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the job as JSON (after it completes with --wait).")
     var json = false
 
+    @Option(name: .long, help: "The open incident a recovery launch belongs to (default: the only open one).")
+    var incident: String?
+
+    @Flag(name: .long, help: "Check that the launch would be accepted (machines, points, permissions, incident); launch nothing.")
+    var dryRun = false
+
     @Argument(help: "The machines to launch.")
     var machines: [String] = []
 
@@ -74,75 +82,104 @@ struct LaunchCommand: AsyncParsableCommand {
         }
     }
 
+    var selection: LaunchPlanner.Selection {
+        if let application { return .application(application) }
+        if all { return .all }
+        return .machines(machines)
+    }
+
     func run() async throws {
         try await runAsync {
-            let catalog = try data.openCatalog()
-            defer { catalog.close() }
-            let names: [String]
-            if let application {
-                names = try catalog.machines(application: application).map(\.name)
-            } else if all {
-                names = try catalog.machines().map(\.name)
-                guard !names.isEmpty else { throw LifeboatError("launch.no-machines", "no machine is protected yet") }
-            } else {
-                for name in machines where try catalog.machine(named: name)?.isActive != true {
-                    throw LifeboatError("machine.unknown", "there is no machine named \(name): `lifeboat machines` lists them")
-                }
-                names = machines
+            switch try target.resolve() {
+            case .remote(let client): try await withClient(client) { try await remote($0) }
+            case .local(let data): try await local(data)
             }
-            let targets = try resolveTargets(names, catalog: catalog)
-            let mode = try launchMode
-            let job = try catalog.createLaunchJob(mode: mode, targets: targets)
-            if !wait {
-                if json {
-                    print(JobJSON.text(job, events: []))
-                } else {
-                    print("job \(job.id) queued: \(mode.rawValue) launch of \(names.joined(separator: ", "))")
-                    for item in job.items {
-                        print("  \(item.machine) from point \(item.point.map { "\(PointID(raw: $0))" } ?? "?") (\(item.pointCaptureTime.map { "\($0)" } ?? "?")) → instance \(item.instance)")
-                    }
-                    print("follow it with: lifeboat jobs \(job.id) --follow --data \(try data.directory())")
-                }
-                return
-            }
-            let finished = try await JobFollower(catalog: catalog, job: job.id, quiet: json).follow()
-            if json {
-                print(JobJSON.text(finished, events: try catalog.jobEvents(job: job.id)))
-            } else {
-                JobText.summary(finished)
-            }
-            if finished.items.contains(where: { $0.launchStatus != .launched }) { throw ExitCode(1) }
         }
     }
 
-    /// Each machine with its point, resolved now so that a wrong point changes nothing.
-    func resolveTargets(_ names: [String], catalog: Catalog) throws -> [LaunchTarget] {
-        var global: String?
-        var perMachine: [String: String] = [:]
-        for text in point {
-            if let eq = text.firstIndex(of: "="), names.contains(String(text[..<eq])) {
-                perMachine[String(text[..<eq])] = String(text[text.index(after: eq)...])
-            } else if text.contains("=") {
-                throw LifeboatError("launch.bad-point", "--point \(text): \(text.split(separator: "=")[0]) is not one of the machines launched")
+    func remote(_ client: APIClient) async throws {
+        let mode = try launchMode
+        let names = machines
+        let (global, perMachine) = try LaunchPlanner.parsePoints(point, machines: names)
+        let request = LaunchRequestDTO(
+            mode: mode.rawValue,
+            machines: names.isEmpty ? nil : names,
+            application: application,
+            all: all ? true : nil,
+            point: global,
+            points: perMachine.isEmpty ? nil : perMachine,
+            incident: incident,
+            dryRun: dryRun ? true : nil
+        )
+        if dryRun {
+            let result: DryRunResult = try await client.send(.POST, "launches", body: request)
+            print("would \(result.wouldDo) (dry run: nothing launched)")
+            return
+        }
+        let job: JobDTO = try await client.send(.POST, "launches", body: request)
+        if !wait {
+            if json {
+                try printJSON(job)
             } else {
-                guard global == nil else { throw LifeboatError("launch.bad-point", "--point is given twice for every machine: give it once, or as MACHINE=POINT") }
-                global = text
+                print("job \(job.id) queued: \(mode.rawValue) launch of \(job.items.map(\.machine).joined(separator: ", "))" + (job.incident.map { " under incident \($0)" } ?? ""))
+                for item in job.items {
+                    print("  \(item.machine) from point \(item.point ?? "?") (\(item.pointCaptureTime ?? "?")) → instance \(item.instance)")
+                }
+                print("follow it with: lifeboat jobs \(job.id) --follow")
             }
+            return
         }
+        let finished = try await RemoteJobFollower(client: client, job: job.id, quiet: json).follow()
+        if json { try printJSON(finished) } else { RemoteJobText.summary(finished) }
+        if finished.items.contains(where: { $0.launchStatus != "LAUNCHED" }) { throw ExitCode(1) }
+    }
+
+    func local(_ data: DataOptions) async throws {
+        let catalog = try data.openCatalog()
+        defer { catalog.close() }
+        let mode = try launchMode
+        let names = try LaunchPlanner.machines(selection, catalog: catalog)
+        let (global, perMachine) = try LaunchPlanner.parsePoints(point, machines: names)
         let store = try data.openStoreForReading()
-        defer { store.close() }
-        return try names.map { name in
-            let text = perMachine[name] ?? global ?? "latest"
-            guard !store.commits(machine: name).isEmpty else {
-                let state = (try? catalog.machine(named: name))??.state ?? "unknown"
-                throw LifeboatError(
-                    "launch.no-point",
-                    "machine \(name) has no recovery point yet (replication state \(state)): wait for its initial sync to finish"
-                )
-            }
-            let commit = try store.resolvePoint(text, machine: name)
-            return LaunchTarget(machine: name, point: commit.id.raw, pointCaptureTime: commit.time)
+        let targets: [LaunchTarget]
+        do {
+            defer { store.close() }
+            targets = try LaunchPlanner.targets(machines: names, global: global, perMachine: perMachine, catalog: catalog, store: store)
         }
+        let underIncident =
+            mode == .recovery
+            ? try LaunchPlanner.incident(named: incident, required: try catalog.controlSettings().requireIncidentForRecovery, catalog: catalog)
+            : nil
+        let who = "local:" + (ProcessEnvironment.value("SUDO_USER") ?? ProcessEnvironment.value("USER") ?? "root")
+        if dryRun {
+            print("would \(mode.rawValue) launch \(targets.map { "\($0.machine)@\(PointID(raw: $0.point))" }.joined(separator: ", "))" + (underIncident.map { " under incident \($0)" } ?? "") + " (dry run: nothing launched)")
+            return
+        }
+        let job = try catalog.createLaunchJob(mode: mode, targets: targets)
+        try catalog.linkJob(job.id, incident: underIncident, requestedBy: who)
+        _ = try? catalog.appendAudit(
+            actor: who, action: "CLI launch", target: names.joined(separator: ","), source: "local",
+            result: "202", detail: "job \(job.id): \(mode.rawValue) launch" + (underIncident.map { " under \($0)" } ?? "")
+        )
+        if !wait {
+            if json {
+                print(JobJSON.text(job, events: []))
+            } else {
+                print("job \(job.id) queued: \(mode.rawValue) launch of \(names.joined(separator: ", "))" + (underIncident.map { " under incident \($0)" } ?? ""))
+                for item in job.items {
+                    print("  \(item.machine) from point \(item.point.map { "\(PointID(raw: $0))" } ?? "?") (\(item.pointCaptureTime.map { "\($0)" } ?? "?")) → instance \(item.instance)")
+                }
+                print("follow it with: lifeboat jobs \(job.id) --follow --data \(try data.directory())")
+            }
+            return
+        }
+        let finished = try await JobFollower(catalog: catalog, job: job.id, quiet: json).follow()
+        if json {
+            print(JobJSON.text(finished, events: try catalog.jobEvents(job: job.id)))
+        } else {
+            JobText.summary(finished)
+        }
+        if finished.items.contains(where: { $0.launchStatus != .launched }) { throw ExitCode(1) }
     }
 }
 
@@ -244,7 +281,7 @@ struct JobsCommand: AsyncParsableCommand {
         abstract: "Launch and terminate jobs: the recent ones, or one job with its log (--follow to watch it)."
     )
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Argument(help: "A job id: show its machines and its log.")
     var id: String?
@@ -260,6 +297,50 @@ struct JobsCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runAsync {
+            switch try target.resolve() {
+            case .remote(let client): try await withClient(client) { try await remote($0) }
+            case .local(let data): try await local(data)
+            }
+        }
+    }
+
+    func remote(_ client: APIClient) async throws {
+        guard let id else {
+            if follow { throw LifeboatError("cli.usage", "--follow needs a job id") }
+            let page: Page<JobDTO> = try await client.get("jobs", query: ["limit": "\(max(1, min(limit, 500)))"])
+            if json {
+                try printJSON(page.items)
+                return
+            }
+            printTable(
+                ["JOB", "TYPE", "MODE", "STATUS", "CREATED", "BY", "MACHINES"],
+                page.items.map { job in
+                    [
+                        job.id, job.type, job.mode ?? "-", job.status, job.createdAt, job.requestedBy ?? "-",
+                        job.items.map { "\($0.machine):\($0.launchStatus)" }.joined(separator: " "),
+                    ]
+                }
+            )
+            return
+        }
+        if follow {
+            let finished = try await RemoteJobFollower(client: client, job: id, quiet: json).follow()
+            if json { try printJSON(finished) } else { RemoteJobText.summary(finished) }
+            return
+        }
+        let job: JobDTO = try await client.get("jobs/\(segment(id))")
+        let events: [JobEventDTO] = try await client.get("jobs/\(segment(id))/events")
+        if json {
+            try printJSON(RemoteJobText.WithEvents(job: job, events: events))
+            return
+        }
+        RemoteJobText.summary(job)
+        print("")
+        for event in events { print(RemoteJobText.line(event)) }
+    }
+
+    func local(_ data: DataOptions) async throws {
+        do {
             let catalog = try data.openCatalog()
             defer { catalog.close() }
             guard let id else {
@@ -310,10 +391,10 @@ struct InstancesCommand: ParsableCommand {
     )
 }
 
-struct InstancesList: ParsableCommand {
+struct InstancesList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "Show the recovery instances.")
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Flag(name: .long, help: "Include terminated and failed instances.")
     var all = false
@@ -321,8 +402,25 @@ struct InstancesList: ParsableCommand {
     @Flag(name: .long, help: "Print JSON for scripts.")
     var json = false
 
-    func run() throws {
-        try lifeboat.run {
+    func run() async throws {
+        try await runAsync {
+            guard case .local(let data) = try target.resolve() else {
+                let client = try target.remote()
+                let instances: [InstanceDTO] = try await withClient(client) {
+                    try await $0.get("instances", query: ["all": all ? "true" : nil])
+                }
+                if json {
+                    try printJSON(instances)
+                    return
+                }
+                printTable(
+                    ["INSTANCE", "MACHINE", "MODE", "POINT", "STATE", "LAUNCHED", "ACCESS", "WHY"],
+                    instances.map { i in
+                        [i.id, i.machine, i.mode, i.point, i.state, i.launchedAt ?? "-", i.address ?? "-", i.stateReason ?? ""]
+                    }
+                )
+                return
+            }
             let catalog = try data.openCatalog()
             defer { catalog.close() }
             let instances = try catalog.instances(includeTerminated: all)
@@ -373,7 +471,7 @@ struct InstancesTerminate: AsyncParsableCommand {
         abstract: "Terminate recovery instances: stop the machine, drop its overlay (its writes), unpin its point."
     )
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Argument(help: "Instance ids.")
     var ids: [String]
@@ -383,6 +481,20 @@ struct InstancesTerminate: AsyncParsableCommand {
 
     func run() async throws {
         try await runAsync {
+            guard case .local(let data) = try target.resolve() else {
+                let client = try target.remote()
+                try await withClient(client) { client in
+                    let job: JobDTO = try await client.send(.POST, "terminations", body: TerminateRequestDTO(instances: ids))
+                    if noWait {
+                        print("job \(job.id) queued: terminate \(ids.joined(separator: ", "))")
+                        return
+                    }
+                    let finished = try await RemoteJobFollower(client: client, job: job.id).follow()
+                    RemoteJobText.summary(finished)
+                    if finished.items.contains(where: { $0.launchStatus != "TERMINATED" }) { throw ExitCode(1) }
+                }
+                return
+            }
             let catalog = try data.openCatalog()
             defer { catalog.close() }
             let job = try catalog.createTerminateJob(instances: ids)

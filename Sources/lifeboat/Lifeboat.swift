@@ -25,10 +25,12 @@ struct Lifeboat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lifeboat",
         abstract: "Disaster recovery for Linux servers: block-level replication, recovery points, instant launch.",
-        version: "0.3.0",
+        version: "0.4.0",
         subcommands: [
             ServerCommand.self, TokensCommand.self, MachinesCommand.self, AgentCommand.self, LaunchCommand.self,
-            JobsCommand.self, InstancesCommand.self, ExportCommand.self, StoreCommand.self,
+            JobsCommand.self, InstancesCommand.self, PointsCommand.self, ExportCommand.self, StoreCommand.self,
+            LoginCommand.self, LogoutCommand.self, ApplicationsCommand.self, IncidentsCommand.self, UsersCommand.self,
+            SettingsCommand.self, AuditCommand.self, AccessCommand.self,
         ]
     )
 }

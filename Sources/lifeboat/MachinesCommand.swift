@@ -1,5 +1,7 @@
 import ArgumentParser
 import Catalog
+import ControlPlaneClient
+import LifeboatAPI
 import LifeboatCore
 
 struct MachinesCommand: ParsableCommand {
@@ -14,10 +16,16 @@ struct MachinesCommand: ParsableCommand {
     )
 }
 
-struct MachinesList: ParsableCommand {
+struct MachinesList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "Show every machine's replication state.")
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
+
+    @Option(name: .long, help: "Only machines whose name or application contains this text.")
+    var search: String?
+
+    @Option(name: .long, help: "Only machines of this application.")
+    var application: String?
 
     @Flag(name: .long, help: "Print JSON for scripts.")
     var json = false
@@ -25,12 +33,47 @@ struct MachinesList: ParsableCommand {
     @Flag(name: .long, help: "Include removed machines.")
     var all = false
 
-    func run() throws {
-        try lifeboat.run {
+    func run() async throws {
+        try await runAsync {
+            switch try target.resolve() {
+            case .remote(let client): try await withClient(client) { try await remote($0) }
+            case .local(let data): try local(data)
+            }
+        }
+    }
+
+    func remote(_ client: APIClient) async throws {
+        let machines = try await fetchAll(
+            client, "machines", query: ["removed": all ? "true" : nil, "search": search, "application": application], as: MachineDTO.self
+        )
+        if json {
+            try printJSON(machines)
+            return
+        }
+        let rows = machines.map { m -> [String] in
+            var state = m.state
+            if m.paused && m.state != "PAUSED" && m.state != "REMOVED" { state += " (pause requested)" }
+            if m.state == "INITIAL_SYNC", let p = m.initialSyncPercent { state += " \(Int(p))%" }
+            if let test = m.runningInstances.first(where: { $0.mode == "TEST" }) { state += " [drill \(test.id)]" }
+            return [
+                m.name, state, m.lagSeconds.map(formatSeconds) ?? "-", ByteFormatting.binary(Int64(m.backlogBytes)),
+                m.etaSeconds.map(formatSeconds) ?? "-", m.lastConsistentCaptureTime ?? "-",
+                m.drLifecycle + (m.lastDrillPassedAt.map { " (\(String($0.prefix(10))))" } ?? ""), m.stateReason ?? "",
+            ]
+        }
+        printTable(["MACHINE", "STATE", "LAG", "BACKLOG", "ETA", "LAST POINT", "DR LIFECYCLE", "WHY"], rows)
+    }
+
+    func local(_ data: DataOptions) throws {
+        do {
             let catalog = try data.openCatalog()
             defer { catalog.close() }
-            let machines = try catalog.machines(includeRemoved: all)
             let now = Timestamp.now()
+            let machines = try catalog.machines(includeRemoved: all).filter { m in
+                if let search, !m.name.contains(search), !(m.application?.contains(search) ?? false) { return false }
+                if let application, m.application != application { return false }
+                return true
+            }
             if json {
                 print("[" + machines.map { machineJSON($0, now: now) }.joined(separator: ",\n ") + "]")
                 return
@@ -105,43 +148,50 @@ func formatSeconds(_ s: Double) -> String {
     return "\(Int(s / 3600))h\(Int(s.truncatingRemainder(dividingBy: 3600) / 60))m"
 }
 
-struct MachinesPause: ParsableCommand {
+struct MachinesPause: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pause",
         abstract: "Pause a machine's replication: its agent stays connected and sends nothing (state PAUSED) until resumed."
     )
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Argument(help: "The machine's name.")
     var machine: String
 
-    func run() throws {
-        try setPaused(true, machine: machine, data: data)
+    func run() async throws {
+        try await setPaused(true, machine: machine, target: target)
         print("replication of \(machine) paused: a connected agent stops after its current commit; resume with 'lifeboat machines resume \(machine)'")
     }
 }
 
-struct MachinesResume: ParsableCommand {
+struct MachinesResume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "resume",
         abstract: "Resume a paused machine's replication (its changes since the pause follow; no full resync)."
     )
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Argument(help: "The machine's name.")
     var machine: String
 
-    func run() throws {
-        try setPaused(false, machine: machine, data: data)
+    func run() async throws {
+        try await setPaused(false, machine: machine, target: target)
         print("replication of \(machine) resumed")
     }
 }
 
 /// Records the pause or resume in the catalog (the server tells a connected agent within a second) and as an event.
-private func setPaused(_ paused: Bool, machine: String, data: DataOptions) throws {
-    try lifeboat.run {
+private func setPaused(_ paused: Bool, machine: String, target: TargetOptions) async throws {
+    try await runAsync {
+        guard case .local(let data) = try target.resolve() else {
+            let client = try target.remote()
+            let _: MachineDTO = try await withClient(client) {
+                try await $0.call(.POST, "machines/\(segment(machine))/\(paused ? "pause" : "resume")")
+            }
+            return
+        }
         let catalog = try data.openCatalog()
         defer { catalog.close() }
         try catalog.setPaused(machine: machine, paused)
@@ -153,19 +203,25 @@ private func setPaused(_ paused: Bool, machine: String, data: DataOptions) throw
     }
 }
 
-struct MachinesRemove: ParsableCommand {
+struct MachinesRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "remove",
         abstract: "Stop protecting a machine: revoke its certificate (its recovery points stay until pruned)."
     )
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Argument(help: "The machine's name.")
     var machine: String
 
-    func run() throws {
-        try lifeboat.run {
+    func run() async throws {
+        try await runAsync {
+            guard case .local(let data) = try target.resolve() else {
+                let client = try target.remote()
+                let _: [String: String] = try await withClient(client) { try await $0.call(.DELETE, "machines/\(segment(machine))") }
+                print("removed \(machine); its certificate is revoked and its agent can no longer connect")
+                return
+            }
             let catalog = try data.openCatalog()
             defer { catalog.close() }
             try catalog.removeMachine(named: machine)
@@ -175,13 +231,13 @@ struct MachinesRemove: ParsableCommand {
     }
 }
 
-struct MachinesSet: ParsableCommand {
+struct MachinesSet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "set",
         abstract: "Change a machine's replication settings (a connected agent gets them within seconds)."
     )
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Argument(help: "The machine's name.")
     var machine: String
@@ -192,8 +248,18 @@ struct MachinesSet: ParsableCommand {
     @Option(name: .long, help: "The longest freeze for a consistent point, in milliseconds.")
     var maxFreezeMs: UInt32?
 
-    func run() throws {
-        try lifeboat.run {
+    func run() async throws {
+        try await runAsync {
+            guard case .local(let data) = try target.resolve() else {
+                let client = try target.remote()
+                let _: MachineDTO = try await withClient(client) {
+                    try await $0.send(
+                        .PATCH, "machines/\(segment(machine))", body: MachineUpdate(throttleMbps: throttleMbps, maxFreezeMilliseconds: maxFreezeMs)
+                    )
+                }
+                print("settings of \(machine) updated")
+                return
+            }
             let catalog = try data.openCatalog()
             defer { catalog.close() }
             try catalog.setSettings(machine: machine, throttleMbps: throttleMbps, maxFreezeMilliseconds: maxFreezeMs)
@@ -203,7 +269,7 @@ struct MachinesSet: ParsableCommand {
 }
 
 
-struct MachinesConfigure: ParsableCommand {
+struct MachinesConfigure: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "configure",
         abstract: "Set how a machine is launched: launcher, size, recovery network, acceptance checks, application.",
@@ -215,7 +281,7 @@ struct MachinesConfigure: ParsableCommand {
             """
     )
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var target: TargetOptions
 
     @Argument(help: "The machine's name.")
     var machine: String
@@ -265,36 +331,31 @@ struct MachinesConfigure: ParsableCommand {
     @Flag(name: .long, help: "Print the resulting settings as JSON.")
     var json = false
 
-    func run() throws {
-        try lifeboat.run {
+    func run() async throws {
+        try await runAsync {
+            guard case .local(let data) = try target.resolve() else {
+                let client = try target.remote()
+                try await withClient(client) { client in
+                    let record: MachineDTO = try await client.get("machines/\(segment(machine))")
+                    let settings = try apply(to: record.launchSettings)
+                    if application != nil && noApplication {
+                        throw LifeboatError("cli.usage", "give --application NAME or --no-application, not both")
+                    }
+                    let updated: MachineDTO = try await client.send(
+                        .PATCH, "machines/\(segment(machine))",
+                        body: MachineUpdate(application: noApplication ? "" : application, launchSettings: settings)
+                    )
+                    let text = try LaunchSettingsCoding.encode(updated.launchSettings)
+                    print(json ? text : "launch settings of \(machine): \(text)")
+                }
+                return
+            }
             let catalog = try data.openCatalog()
             defer { catalog.close() }
             guard let record = try catalog.machine(named: machine), record.isActive else {
                 throw LifeboatError("machine.unknown", "there is no machine named \(machine): `lifeboat machines` lists them")
             }
-            var settings = record.launchSettings
-            if let launcher {
-                guard let kind = LaunchSettings.Launcher(rawValue: launcher) else {
-                    throw LifeboatError("cli.usage", "--launcher \(launcher): use qemu or command")
-                }
-                settings.launcher = kind
-            }
-            if let launcherCommand { settings.command = launcherCommand }
-            if let diskDelivery {
-                guard let delivery = LaunchSettings.DiskDelivery(rawValue: diskDelivery) else {
-                    throw LifeboatError("cli.usage", "--disk-delivery \(diskDelivery): use nbd, raw or qcow2")
-                }
-                settings.diskDelivery = delivery
-            }
-            if let vcpus { settings.vcpus = vcpus }
-            if let memory { settings.memoryMiB = memory }
-            if let recoveryNetwork { settings.recoveryNetwork = try RecoveryNetwork(parsing: recoveryNetwork) }
-            if let recoveryAddress { settings.recoveryAddress = recoveryAddress }
-            if clearChecks { settings.checks = [] }
-            if !check.isEmpty { settings.checks = try check.map(AcceptanceCheck.init(parsing:)) }
-            if let checkTimeout { settings.checkTimeoutSeconds = checkTimeout }
-            if !forwardPort.isEmpty { settings.forwardPorts = forwardPort }
-            if !qemuArg.isEmpty { settings.qemuArguments = qemuArg }
+            let settings = try apply(to: record.launchSettings)
             if application != nil && noApplication {
                 throw LifeboatError("cli.usage", "give --application NAME or --no-application, not both")
             }
@@ -311,5 +372,33 @@ struct MachinesConfigure: ParsableCommand {
                 print("launch settings of \(machine): \(text)")
             }
         }
+    }
+
+    /// The machine's launch settings with the options given applied.
+    func apply(to current: LaunchSettings) throws -> LaunchSettings {
+        var settings = current
+        if let launcher {
+            guard let kind = LaunchSettings.Launcher(rawValue: launcher) else {
+                throw LifeboatError("cli.usage", "--launcher \(launcher): use qemu or command")
+            }
+            settings.launcher = kind
+        }
+        if let launcherCommand { settings.command = launcherCommand }
+        if let diskDelivery {
+            guard let delivery = LaunchSettings.DiskDelivery(rawValue: diskDelivery) else {
+                throw LifeboatError("cli.usage", "--disk-delivery \(diskDelivery): use nbd, raw or qcow2")
+            }
+            settings.diskDelivery = delivery
+        }
+        if let vcpus { settings.vcpus = vcpus }
+        if let memory { settings.memoryMiB = memory }
+        if let recoveryNetwork { settings.recoveryNetwork = try RecoveryNetwork(parsing: recoveryNetwork) }
+        if let recoveryAddress { settings.recoveryAddress = recoveryAddress }
+        if clearChecks { settings.checks = [] }
+        if !check.isEmpty { settings.checks = try check.map(AcceptanceCheck.init(parsing:)) }
+        if let checkTimeout { settings.checkTimeoutSeconds = checkTimeout }
+        if !forwardPort.isEmpty { settings.forwardPorts = forwardPort }
+        if !qemuArg.isEmpty { settings.qemuArguments = qemuArg }
+        return settings
     }
 }

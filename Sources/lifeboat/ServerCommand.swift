@@ -1,5 +1,7 @@
 import ArgumentParser
 import Catalog
+import ControlPlane
+import LifeboatSystem
 import Foundation
 import NIOSSL
 import Recovery
@@ -74,15 +76,21 @@ struct ServerInit: ParsableCommand {
     @Option(name: .long, help: "Where the NBD server for recovery instances' disks listens (HOST:PORT; not loopback = TLS required).")
     var nbdListen: String = ServerConfiguration.defaultNBDListen
 
+    @Option(name: .long, help: "Where the REST API and console listen (HOST:PORT, HTTPS).")
+    var apiListen: String = ServerConfiguration.defaultAPIListen
+
     func run() throws {
         try lifeboat.run {
             let (host, port) = try parseListen(listen)
             _ = try parseListen(nbdListen)
+            let (apiHost, apiPort) = try parseListen(apiListen)
             var names = name
             if names.isEmpty { names = [ProcessEnvironment.hostName(), "localhost", "127.0.0.1", "::1"] }
             // Recovery machines on this host reach the NBD server (TLS beyond loopback) as 127.0.0.1.
             for local in ["localhost", "127.0.0.1"] where !names.contains(local) { names.append(local) }
-            let configuration = ServerConfiguration(listenHost: host, listenPort: port, names: names, nbdListen: nbdListen)
+            let configuration = ServerConfiguration(
+                listenHost: host, listenPort: port, names: names, nbdListen: nbdListen, apiListen: apiListen
+            )
             let summary = try ServerSetup.initialize(dataDirectory: try data.directory(), configuration: configuration)
             let root = summary.layout.root
             print("Replication server created in \(root)")
@@ -92,7 +100,10 @@ struct ServerInit: ParsableCommand {
             print("  certificate for: \(names.joined(separator: ", "))")
             print("")
             print("Next:")
+            print("  lifeboat users create admin --roles admin --password-stdin --data \(root)   # the first admin")
             print("  lifeboat server run --data \(root)")
+            print("  lifeboat login --server https://\(names[0]):\(apiPort) --user admin --ca \(summary.layout.caCertificate)")
+            _ = apiHost
             print("  lifeboat tokens create --data \(root)          # one per machine to protect")
             print("  lifeboat agent enroll --server \(names[0]):\(port) --token TOKEN   # on the source machine")
         }
@@ -112,6 +123,12 @@ struct ServerRun: AsyncParsableCommand {
 
     @Option(name: .long, help: "Override where the NBD server for recovery instances listens (HOST:PORT; port 0 picks a free port).")
     var nbdListen: String?
+
+    @Option(name: .long, help: "Override where the REST API and console listen (HOST:PORT; port 0 picks a free port).")
+    var apiListen: String?
+
+    @Flag(name: .long, help: "Serve the API over plain HTTP (allowed on a loopback address only).")
+    var apiPlainHttp = false
 
     func run() async throws {
         try await runAsync {
@@ -158,10 +175,11 @@ struct ServerRun: AsyncParsableCommand {
                 nbd: nbd,
                 logger: Logger(label: "lifeboat.launch")
             )
-            // Shutdown runs in reverse: replication, launch, then the NBD server.
+            let api = try makeControlPlane(layout: layout, catalog: catalog, store: store)
+            // Shutdown runs in reverse: API, replication, launch, then the NBD server.
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
-                    services: [.init(service: nbd), .init(service: launch), .init(service: service)],
+                    services: [.init(service: nbd), .init(service: launch), .init(service: service), .init(service: api)],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )
@@ -172,6 +190,42 @@ struct ServerRun: AsyncParsableCommand {
 }
 
 extension ServerRun {
+    /// The REST API: HTTPS with the server's certificate unless plain HTTP on loopback was asked for. The port
+    /// it listens on is written to `DATA/api.address` (useful with port 0).
+    func makeControlPlane(layout: ServerLayout, catalog: Catalog, store: Store) throws -> some Service {
+        let configured = try ServerConfiguration.load(layout.configuration).apiListen ?? ServerConfiguration.defaultAPIListen
+        let (host, port) = try parseListen(apiListen ?? configured)
+        var tls: TLSConfiguration?
+        if !apiPlainHttp {
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(layout.serverCertificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: layout.serverKey, format: .pem))
+            )
+            configuration.minimumTLSVersion = .tlsv12
+            tls = configuration
+        }
+        let ca = try CertificateInspection.der(fromPEM: String(decoding: try readSmallFile(layout.caCertificate), as: UTF8.self))
+        let metrics = ControlPlaneMetrics()
+        metrics.bootstrapSwiftMetrics()
+        let server = try ControlPlaneServer(
+            configuration: .init(
+                host: host, port: port, tls: tls, version: Lifeboat.configuration.version,
+                enrollmentFingerprint: CertificateInspection.fingerprint(ofDER: ca)
+            ),
+            catalog: catalog,
+            store: store,
+            metrics: metrics,
+            logger: Logger(label: "lifeboat.api")
+        )
+        let addressFile = layout.root + "/api.address"
+        let scheme = tls == nil ? "http" : "https"
+        let clientHost = Self.clientHost(host)
+        return try server.application { port in
+            let text = "\(scheme)://\(clientHost.contains(":") ? "[\(clientHost)]" : clientHost):\(port)\n"
+            try? SystemCalls.writeFileAtomically(addressFile, Array(text.utf8), mode: 0o644)
+        }
+    }
+
     /// The NBD server for recovery instances: loopback without TLS, any other address with the server's
     /// certificate (and the CA copied where QEMU looks for it).
     func makeNBDServer(layout: ServerLayout, override: String?, logger: Logger) throws -> NBDServer {

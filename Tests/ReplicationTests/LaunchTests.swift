@@ -209,6 +209,7 @@ struct LaunchTests {
 
         // Images instead of NBD: the script sees the exported raw image, byte-identical to `lifeboat export`.
         try site.configure(["--disk-delivery", "raw"])
+        try site.declareIncident()
         let raw = try site.lifeboat(["launch", "--mode", "recovery", "web", "--wait", "--json"])
         let rawJob = try site.parse(raw.stdout)
         #expect(((rawJob["items"] as? [[String: Any]])?.first?["launchStatus"] as? String) == "LAUNCHED", "\(rawJob)")
@@ -309,6 +310,7 @@ struct LaunchTests {
             "--memory", "256", "--recovery-network", "tap:\(tap)", "--recovery-address", "10.0.2.15",
             "--check", "http:80:/index.html:200:lifeboat on tap", "--check-timeout", Self.checkTimeout,
         ])
+        try site.declareIncident()
         let result = try site.lifeboat(["launch", "--mode", "recovery", "web", "--wait", "--json"])
         let job = try site.parse(result.stdout)
         let item = try #require((job["items"] as? [[String: Any]])?.first)
@@ -385,6 +387,7 @@ struct LaunchTests {
             "--check", "http:80:/index.html:200:lifeboat recovery", "--check-timeout", Self.checkTimeout,
             "--qemu-arg", "-smbios", "--qemu-arg", "type=11,value=lifeboat-egress=10.0.2.2:\(outside.port)",
         ])
+        try site.declareIncident()
         let result = try site.lifeboat(["launch", "--mode", "recovery", "web", "--wait", "--json"])
         let job = try site.parse(result.stdout)
         let item = try #require((job["items"] as? [[String: Any]])?.first)
@@ -453,8 +456,14 @@ final class LaunchSite: @unchecked Sendable {
 
     @discardableResult
     func lifeboat(_ arguments: [String]) throws -> ProcessResult {
-        let needsData = ["launch", "jobs", "instances", "machines", "export"].contains(arguments.first ?? "")
+        let needsData = ["launch", "jobs", "instances", "machines", "export", "incidents"].contains(arguments.first ?? "")
         return try ReplicationSite.lifeboat(arguments + (needsData ? ["--data", data] : []))
+    }
+
+    /// Recovery launches happen under an open incident: declares one (on the server host, as a decider would).
+    func declareIncident() throws {
+        let r = try lifeboat(["incidents", "declare", "test recovery", "--severity", "low"])
+        try #require(r.status == 0, "incidents declare: \(r.stderr)")
     }
 
     /// Copies the fixture with `text` as its served file, enrolls `web`, replicates once; returns the point id.

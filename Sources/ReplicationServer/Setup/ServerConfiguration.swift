@@ -17,8 +17,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// Where the NBD server that serves recovery instances' disks listens (`HOST:PORT`); nil = the default,
     /// loopback only. Any other address requires TLS (the server's certificate).
     public var nbdListen: String?
+    /// Where the REST API and console listen (`HOST:PORT`, HTTPS with the server's certificate); nil = the
+    /// default, every interface on 8443.
+    public var apiListen: String?
 
     public static let defaultPort = 1500
+    public static let defaultAPIListen = "0.0.0.0:8443"
     public static let defaultNBDListen = "127.0.0.1:10809"
 
     public init(
@@ -28,8 +32,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         defaultThrottleMbps: UInt32 = 0,
         defaultMaxFreezeMilliseconds: UInt32 = 250,
         idleTimeoutSeconds: Int = 60,
-        nbdListen: String? = nil
+        nbdListen: String? = nil,
+        apiListen: String? = nil
     ) {
+        self.apiListen = apiListen
         self.listenHost = listenHost
         self.listenPort = listenPort
         self.names = names

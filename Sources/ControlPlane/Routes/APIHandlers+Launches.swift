@@ -1,0 +1,161 @@
+import Catalog
+import Hummingbird
+import LifeboatAPI
+import LifeboatCore
+import Recovery
+
+extension APIHandlers {
+    func registerLaunches(_ add: Add) {
+        add(.post, "/api/v1/launches") { request, context, principal in
+            let principal = principal!
+            let body = try await JSONBody.decode(LaunchRequestDTO.self, from: request)
+            guard let mode = LaunchMode(rawValue: body.mode.uppercased()) else {
+                throw APIError(.badRequest, "launch.bad-mode", "mode must be TEST (a drill) or RECOVERY (failover), got '\(body.mode)'")
+            }
+            context.audit.set(detail: "\(mode.rawValue) launch")
+            if mode == .recovery { try Self.require(.launchRecovery, principal) }
+            let chosen = [body.machines != nil, body.application != nil, body.all == true].filter { $0 }.count
+            guard chosen == 1 else {
+                throw APIError(.badRequest, "launch.selection", "give exactly one of machines, application or all: true")
+            }
+            let selection: LaunchPlanner.Selection =
+                if let machines = body.machines { .machines(machines) } else if let application = body.application {
+                    .application(application)
+                } else { .all }
+            let catalog = self.catalog
+            let store = self.store
+            let plan = try await blocking { () -> (targets: [LaunchTarget], incident: String?) in
+                let settings = try catalog.controlSettings()
+                let incident: String? =
+                    mode == .recovery
+                    ? try LaunchPlanner.incident(named: body.incident, required: settings.requireIncidentForRecovery, catalog: catalog)
+                    : nil
+                let names = try LaunchPlanner.machines(selection, catalog: catalog)
+                let targets = try LaunchPlanner.targets(
+                    machines: names, global: body.point, perMachine: body.points ?? [:], catalog: catalog, store: store
+                )
+                return (targets, incident)
+            }
+            let summary = plan.targets.map { "\($0.machine)@\(PointIDText.text($0.point))" }.joined(separator: ", ")
+            context.audit.set(
+                target: plan.targets.map(\.machine).joined(separator: ","),
+                detail: "\(mode.rawValue) launch of \(summary)" + (plan.incident.map { " under \($0)" } ?? "")
+            )
+            if try Self.isDryRun(request, body: body.dryRun) {
+                return try Self.dryRun("\(mode.rawValue) launch of \(summary)" + (plan.incident.map { " under incident \($0)" } ?? ""))
+            }
+            let user = principal.user
+            let job = try await blocking { () -> JobRecord in
+                let job = try catalog.createLaunchJob(mode: mode, targets: plan.targets)
+                try catalog.linkJob(job.id, incident: plan.incident, requestedBy: user)
+                return job
+            }
+            context.audit.set(detail: "job \(job.id): \(mode.rawValue) launch of \(summary)" + (plan.incident.map { " under \($0)" } ?? ""))
+            metrics.launchRequested(mode: mode)
+            return try JSONBody.response(DTO.job(job, incident: plan.incident, requestedBy: user), status: .accepted)
+        }
+
+        add(.get, "/api/v1/jobs") { request, _, _ in
+            let paging = try Self.paging(request)
+            let status = Self.query(request, "status")?.uppercased()
+            if let status, JobStatus(rawValue: status) == nil {
+                throw APIError(
+                    .badRequest, "request.invalid-query",
+                    "status must be PENDING, STARTED or COMPLETED, got '\(Self.query(request, "status") ?? "")'"
+                )
+            }
+            let jobs = try await blocking { () -> [(JobRecord, String?, String?)] in
+                try catalog.jobs(limit: 100_000).filter { status == nil || $0.status.rawValue == status }.map { job in
+                    let link = try catalog.jobIncident(job.id)
+                    return (job, link.incident, link.requestedBy)
+                }
+            }
+            return try JSONBody.response(Self.page(jobs, paging) { DTO.job($0.0, incident: $0.1, requestedBy: $0.2) })
+        }
+
+        add(.get, "/api/v1/jobs/{id}") { _, context, _ in
+            let id = try Self.parameter(context, "id")
+            let found = try await blocking { () -> (JobRecord, String?, String?)? in
+                guard let job = try catalog.job(id: id) else { return nil }
+                let link = try catalog.jobIncident(id)
+                return (job, link.incident, link.requestedBy)
+            }
+            guard let found else { throw APIError.notFound("job", id) }
+            return try JSONBody.response(DTO.job(found.0, incident: found.1, requestedBy: found.2))
+        }
+
+        add(.get, "/api/v1/jobs/{id}/events") { request, context, _ in
+            let id = try Self.parameter(context, "id")
+            let after: Int64
+            if let text = Self.query(request, "after") {
+                guard let value = Int64(text), value >= 0 else {
+                    throw APIError(.badRequest, "request.invalid-query", "after must be an event id (a whole number ≥ 0), got '\(text)'")
+                }
+                after = value
+            } else {
+                after = 0
+            }
+            let events = try await blocking { () -> [JobEvent]? in
+                guard try catalog.job(id: id) != nil else { return nil }
+                return try catalog.jobEvents(job: id, after: after)
+            }
+            guard let events else { throw APIError.notFound("job", id) }
+            return try JSONBody.response(events.map(DTO.event))
+        }
+
+        add(.get, "/api/v1/instances") { request, _, _ in
+            let all = Self.query(request, "all") == "true"
+            let instances = try await blocking { try catalog.instances(includeTerminated: all) }
+            return try JSONBody.response(instances.map(DTO.instance))
+        }
+
+        add(.get, "/api/v1/instances/{id}") { _, context, _ in
+            let id = try Self.parameter(context, "id")
+            guard let instance = try await blocking({ try catalog.instance(id: id) }) else {
+                throw APIError.notFound("instance", id)
+            }
+            return try JSONBody.response(DTO.instance(instance))
+        }
+
+        add(.post, "/api/v1/terminations") { request, context, principal in
+            let body = try await JSONBody.decode(TerminateRequestDTO.self, from: request)
+            guard !body.instances.isEmpty else {
+                throw APIError(.badRequest, "terminate.none", "name at least one recovery instance to terminate")
+            }
+            context.audit.set(target: body.instances.joined(separator: ","), detail: "terminate")
+            let catalog = self.catalog
+            try await blocking {
+                for id in body.instances {
+                    guard let instance = try catalog.instance(id: id) else {
+                        throw LifeboatError("instance.unknown", "there is no recovery instance \(id): `lifeboat instances` lists them")
+                    }
+                    guard instance.state.holdsResources else {
+                        throw LifeboatError("instance.terminated", "recovery instance \(id) is already \(instance.state.rawValue)")
+                    }
+                    if [.pending, .launching, .terminating].contains(instance.state) {
+                        throw LifeboatError(
+                            "instance.busy",
+                            "recovery instance \(id) is \(instance.state.rawValue): wait until its job completes, then terminate it"
+                        )
+                    }
+                }
+            }
+            if try Self.isDryRun(request, body: body.dryRun) {
+                return try Self.dryRun("terminate \(body.instances.joined(separator: ", "))")
+            }
+            let user = principal!.user
+            let job = try await blocking { () -> JobRecord in
+                let job = try catalog.createTerminateJob(instances: body.instances)
+                try catalog.linkJob(job.id, incident: nil, requestedBy: user)
+                return job
+            }
+            context.audit.set(detail: "job \(job.id): terminate")
+            return try JSONBody.response(DTO.job(job, incident: nil, requestedBy: user), status: .accepted)
+        }
+    }
+}
+
+/// A point's text form without importing the store here.
+enum PointIDText {
+    static func text(_ raw: UInt64) -> String { DTO.point(raw) ?? "\(raw)" }
+}
