@@ -246,7 +246,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ReplicationTests",
-            dependencies: ["StagingStore", "Catalog", "LifeboatCore", "LifeboatTesting"]
+            dependencies: [
+                "StagingStore", "Catalog", "LifeboatCore", "LifeboatTesting", "ControlPlane", "ControlPlaneClient", "LifeboatAPI",
+            ]
         ),
         .testTarget(
             name: "AgentTests",

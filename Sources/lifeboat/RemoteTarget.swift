@@ -19,7 +19,7 @@ struct TargetOptions: ParsableArguments {
 
     enum Target {
         case local(DataOptions)
-        case remote(APIClient)
+        case remote(RemoteServer)
     }
 
     /// `--server`, else `--data`/`LIFEBOAT_DATA`, else the saved login.
@@ -30,7 +30,7 @@ struct TargetOptions: ParsableArguments {
             guard let token else {
                 throw LifeboatError("cli.not-logged-in", "log in to \(server) first: lifeboat login --server \(server) --user NAME")
             }
-            return .remote(try APIClient(baseURL: server, token: token, caPEM: saved?.server == server ? saved?.caPEM : nil))
+            return .remote(RemoteServer(url: server, token: token, caPEM: saved?.server == server ? saved?.caPEM : nil))
         }
         if data != nil || ProcessEnvironment.value("LIFEBOAT_DATA") != nil {
             var options = DataOptions()
@@ -38,7 +38,7 @@ struct TargetOptions: ParsableArguments {
             return .local(options)
         }
         if let saved = try Credentials.load() {
-            return .remote(try APIClient(baseURL: saved.server, token: ProcessEnvironment.value("LIFEBOAT_TOKEN") ?? saved.token, caPEM: saved.caPEM))
+            return .remote(RemoteServer(url: saved.server, token: ProcessEnvironment.value("LIFEBOAT_TOKEN") ?? saved.token, caPEM: saved.caPEM))
         }
         throw LifeboatError(
             "cli.no-target",
@@ -49,7 +49,7 @@ struct TargetOptions: ParsableArguments {
     /// For commands that exist only through the API.
     func remote() throws -> APIClient {
         switch try resolve() {
-        case .remote(let client): return client
+        case .remote(let server): return try server.client()
         case .local:
             throw LifeboatError(
                 "cli.needs-server",
@@ -57,6 +57,20 @@ struct TargetOptions: ParsableArguments {
             )
         }
     }
+}
+
+/// A server's API and how to authenticate to it; `client()` connects (close it with `shutdown()`).
+struct RemoteServer {
+    var url: String
+    var token: String
+    var caPEM: String?
+
+    func client() throws -> APIClient { try APIClient(baseURL: url, token: token, caPEM: caPEM) }
+}
+
+/// Runs `body` with a new client of `server` and closes it afterwards.
+func withClient<T>(_ server: RemoteServer, _ body: (APIClient) async throws -> T) async throws -> T {
+    try await withClient(try server.client(), body)
 }
 
 /// Runs `body` with the client and closes it afterwards.

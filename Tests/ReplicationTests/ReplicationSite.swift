@@ -14,6 +14,8 @@ final class ReplicationSite: @unchecked Sendable {
     private(set) var nbdAddress: String = ""
     /// Where the NBD server binds on the first start (another address than loopback turns TLS on).
     var nbdBind = "127.0.0.1:0"
+    /// The REST API's URL (`https://127.0.0.1:PORT`); the first start picks a free port, later starts reuse it.
+    private(set) var apiURL: String = ""
     let serverLog: String
     private var serverRuns = 0
 
@@ -50,13 +52,20 @@ final class ReplicationSite: @unchecked Sendable {
         let listen = address.isEmpty ? "127.0.0.1:0" : address
         let nbdListen = nbdAddress.isEmpty ? nbdBind : nbdAddress
         try? FileManager.default.removeItem(atPath: data + "/nbd.address")
-        server = try Self.background(["server", "run", "--data", data, "--listen", listen, "--nbd-listen", nbdListen], log: serverLog)
+        try? FileManager.default.removeItem(atPath: data + "/api.address")
+        let apiListen = apiURL.isEmpty ? "127.0.0.1:0" : String(apiURL.dropFirst("https://".count))
+        server = try Self.background(
+            ["server", "run", "--data", data, "--listen", listen, "--nbd-listen", nbdListen, "--api-listen", apiListen],
+            log: serverLog
+        )
         serverRuns += 1
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if let text = try? String(contentsOfFile: addressFile, encoding: .utf8), !text.isEmpty,
-                let nbd = try? String(contentsOfFile: data + "/nbd.address", encoding: .utf8), !nbd.isEmpty
+                let nbd = try? String(contentsOfFile: data + "/nbd.address", encoding: .utf8), !nbd.isEmpty,
+                let api = try? String(contentsOfFile: data + "/api.address", encoding: .utf8), !api.isEmpty
             {
+                apiURL = api.trimmingCharacters(in: .whitespacesAndNewlines)
                 address = text.trimmingCharacters(in: .whitespacesAndNewlines)
                 nbdAddress = nbd.trimmingCharacters(in: .whitespacesAndNewlines)
                 return
