@@ -149,7 +149,7 @@ struct LaunchCommand: AsyncParsableCommand {
         let underIncident =
             mode == .recovery
             ? try LaunchPlanner.incident(named: incident, required: try catalog.controlSettings().requireIncidentForRecovery, catalog: catalog)
-            : nil
+            : try incident.flatMap { try LaunchPlanner.incident(named: $0, required: false, catalog: catalog) }
         let who = "local:" + (ProcessEnvironment.value("SUDO_USER") ?? ProcessEnvironment.value("USER") ?? "root")
         if dryRun {
             print("would \(mode.rawValue) launch \(targets.map { "\($0.machine)@\(PointID(raw: $0.point))" }.joined(separator: ", "))" + (underIncident.map { " under incident \($0)" } ?? "") + " (dry run: nothing launched)")

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Catalog
+import ReplicationServer
 import LifeboatCore
 import StagingStore
 
@@ -299,10 +301,16 @@ struct StorePrune: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prune",
         abstract: "Apply the point-in-time policy: drop points it no longer keeps and reclaim their space.",
-        discussion: "Default policy: every commit for 10 minutes, one per 10 minutes for 1 hour, hourly for 24 hours, daily for 7 days. Pinned points always survive."
+        discussion: """
+            With --data DIR (a server's data directory, server stopped) the store is DIR/store and the policy is the \
+            one in the server's settings (`lifeboat settings`), unless rules are given here. Otherwise the default \
+            policy: every commit for 10 minutes, one per 10 minutes for 1 hour, hourly for 24 hours, daily for 7 days. \
+            Pinned points always survive.
+            """
     )
     @OptionGroup var options: StoreOptions
-    @Option(help: "Keep every commit younger than this many minutes.") var keepAllMinutes: Int = 10
+    @Option(name: .long, help: "A server's data directory: its store, and the PIT policy of its settings.") var data: String?
+    @Option(help: "Keep every commit younger than this many minutes.") var keepAllMinutes: Int?
     @Option(
         name: .customLong("rule"),
         help: "A rule UNIT:INTERVAL:RETENTION, e.g. MINUTE:10:60, HOUR:1:24, DAY:1:7 (repeatable; replaces the defaults)."
@@ -313,18 +321,19 @@ struct StorePrune: ParsableCommand {
     func run() throws {
         try lifeboat.run {
             var policy = RetentionPolicy.default
-            policy.keepEveryCommitFor = Int64(keepAllMinutes) * 60
-            if !rules.isEmpty {
-                policy.rules = try rules.map { text in
-                    let parts = text.split(separator: ":")
-                    guard parts.count == 3, let unit = RetentionPolicy.Unit(rawValue: parts[0].uppercased()),
-                        let interval = Int(parts[1]), let retention = Int(parts[2])
-                    else {
-                        throw LifeboatError("cli.bad-rule", "rule '\(text)' must look like HOUR:1:24 (UNIT:INTERVAL:RETENTION)")
-                    }
-                    return RetentionPolicy.Rule(unit: unit, interval: interval, retentionDuration: retention)
-                }
+            var options = self.options
+            if let data {
+                var dataOptions = DataOptions()
+                dataOptions.data = data
+                let catalog = try dataOptions.openCatalog()
+                policy = try catalog.controlSettings().pitPolicy
+                catalog.close()
+                let layout = try dataOptions.layout
+                options.store = layout.store
+                options.keyFile = layout.storeKey
             }
+            if let keepAllMinutes { policy.keepEveryCommitFor = Int64(keepAllMinutes) * 60 }
+            if !rules.isEmpty { policy.rules = try rules.map(parseRule) }
             try policy.validate()
             let store = try options.open(dryRun ? .read : .maintenance)
             defer { store.close() }

@@ -26,10 +26,12 @@ extension APIHandlers {
             let store = self.store
             let plan = try await blocking { () -> (targets: [LaunchTarget], incident: String?) in
                 let settings = try catalog.controlSettings()
+                // A recovery needs an open incident (unless an admin turned the rule off); a drill is recorded
+                // under one only when it names it (e.g. to test a point before recovering from it).
                 let incident: String? =
                     mode == .recovery
                     ? try LaunchPlanner.incident(named: body.incident, required: settings.requireIncidentForRecovery, catalog: catalog)
-                    : nil
+                    : try body.incident.flatMap { try LaunchPlanner.incident(named: $0, required: false, catalog: catalog) }
                 let names = try LaunchPlanner.machines(selection, catalog: catalog)
                 let targets = try LaunchPlanner.targets(
                     machines: names, global: body.point, perMachine: body.points ?? [:], catalog: catalog, store: store
