@@ -136,7 +136,8 @@ public final class ReplicationService: Service, Sendable {
     /// Until the server stops: sends connected agents their settings when the catalog's differ from what they
     /// were last given, so that throttling, the freeze limit and pausing apply without a reconnect.
     func pushSettingsChanges() async {
-        while !sessions.isClosing {
+        // Cancellation (another service of the group failed) ends the loop too: a cancelled sleep returns at once.
+        while !sessions.isClosing && !Task.isCancelled {
             try? await Task.sleep(for: Self.settingsPollInterval)
             let current = sessions.machineSessions()
             guard !current.isEmpty else { continue }
