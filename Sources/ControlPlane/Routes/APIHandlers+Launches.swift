@@ -22,39 +22,12 @@ extension APIHandlers {
                 if let machines = body.machines { .machines(machines) } else if let application = body.application {
                     .application(application)
                 } else { .all }
-            let catalog = self.catalog
-            let store = self.store
-            let plan = try await blocking { () -> (targets: [LaunchTarget], incident: String?) in
-                let settings = try catalog.controlSettings()
-                // A recovery needs an open incident (unless an admin turned the rule off); a drill is recorded
-                // under one only when it names it (e.g. to test a point before recovering from it).
-                let incident: String? =
-                    mode == .recovery
-                    ? try LaunchPlanner.incident(named: body.incident, required: settings.requireIncidentForRecovery, catalog: catalog)
-                    : try body.incident.flatMap { try LaunchPlanner.incident(named: $0, required: false, catalog: catalog) }
-                let names = try LaunchPlanner.machines(selection, catalog: catalog)
-                let targets = try LaunchPlanner.targets(
-                    machines: names, global: body.point, perMachine: body.points ?? [:], catalog: catalog, store: store
-                )
-                return (targets, incident)
-            }
-            let summary = plan.targets.map { "\($0.machine)@\(PointIDText.text($0.point))" }.joined(separator: ", ")
-            context.audit.set(
-                target: plan.targets.map(\.machine).joined(separator: ","),
-                detail: "\(mode.rawValue) launch of \(summary)" + (plan.incident.map { " under \($0)" } ?? "")
+            let outcome = try await performLaunch(
+                mode: mode, selection: selection, global: body.point, perMachine: body.points ?? [:], incident: body.incident,
+                user: principal.user, dryRun: try Self.isDryRun(request, body: body.dryRun), audit: context.audit
             )
-            if try Self.isDryRun(request, body: body.dryRun) {
-                return try Self.dryRun("\(mode.rawValue) launch of \(summary)" + (plan.incident.map { " under incident \($0)" } ?? ""))
-            }
-            let user = principal.user
-            let job = try await blocking { () -> JobRecord in
-                let job = try catalog.createLaunchJob(mode: mode, targets: plan.targets)
-                try catalog.linkJob(job.id, incident: plan.incident, requestedBy: user)
-                return job
-            }
-            context.audit.set(detail: "job \(job.id): \(mode.rawValue) launch of \(summary)" + (plan.incident.map { " under \($0)" } ?? ""))
-            metrics.launchRequested(mode: mode)
-            return try JSONBody.response(DTO.job(job, incident: plan.incident, requestedBy: user), status: .accepted)
+            guard let job = outcome.job else { return try Self.dryRun(outcome.summary) }
+            return try JSONBody.response(DTO.job(job, incident: outcome.incident, requestedBy: principal.user), status: .accepted)
         }
 
         add(.get, "/api/v1/jobs") { request, _, _ in
@@ -154,6 +127,49 @@ extension APIHandlers {
             context.audit.set(detail: "job \(job.id): terminate")
             return try JSONBody.response(DTO.job(job, incident: nil, requestedBy: user), status: .accepted)
         }
+    }
+}
+
+struct LaunchOutcome: Sendable {
+    /// nil for a dry run.
+    var job: JobRecord?
+    var incident: String?
+    /// What was (or would be) launched, for people and the audit log.
+    var summary: String
+}
+
+extension APIHandlers {
+    /// A launch as the API and the console make it: resolve the machines, their points and the incident (a
+    /// recovery needs an open one unless the rule is off; a drill is recorded under one only when it names it),
+    /// then queue the job and link it. Nothing changes when any of it fails, or for a dry run.
+    func performLaunch(
+        mode: LaunchMode, selection: LaunchPlanner.Selection, global: String?, perMachine: [String: String], incident named: String?,
+        user: String, dryRun: Bool, audit: AuditNote
+    ) async throws -> LaunchOutcome {
+        let catalog = self.catalog
+        let store = self.store
+        let plan = try await blocking { () -> (targets: [LaunchTarget], incident: String?) in
+            let settings = try catalog.controlSettings()
+            let incident: String? =
+                mode == .recovery
+                ? try LaunchPlanner.incident(named: named, required: settings.requireIncidentForRecovery, catalog: catalog)
+                : try named.flatMap { try LaunchPlanner.incident(named: $0, required: false, catalog: catalog) }
+            let names = try LaunchPlanner.machines(selection, catalog: catalog)
+            let targets = try LaunchPlanner.targets(machines: names, global: global, perMachine: perMachine, catalog: catalog, store: store)
+            return (targets, incident)
+        }
+        let points = plan.targets.map { "\($0.machine)@\(PointIDText.text($0.point))" }.joined(separator: ", ")
+        let summary = "\(mode.rawValue) launch of \(points)" + (plan.incident.map { " under incident \($0)" } ?? "")
+        audit.set(target: plan.targets.map(\.machine).joined(separator: ","), detail: summary)
+        if dryRun { return LaunchOutcome(job: nil, incident: plan.incident, summary: summary) }
+        let job = try await blocking { () -> JobRecord in
+            let job = try catalog.createLaunchJob(mode: mode, targets: plan.targets)
+            try catalog.linkJob(job.id, incident: plan.incident, requestedBy: user)
+            return job
+        }
+        audit.set(detail: "job \(job.id): \(summary)")
+        metrics.launchRequested(mode: mode)
+        return LaunchOutcome(job: job, incident: plan.incident, summary: summary)
     }
 }
 

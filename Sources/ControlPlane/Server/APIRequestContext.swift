@@ -11,6 +11,8 @@ public struct Principal: Sendable {
     public var method: String
     public var tokenId: String
     public var expiresAt: Timestamp
+    /// The session's CSRF token (sessions only): the console puts it in its forms.
+    public var csrf: String? = nil
 
     public func may(_ permission: Permission) -> Bool { permission.granted(to: roles) }
 }

@@ -73,6 +73,7 @@ public struct ControlPlaneServer: Sendable {
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: AuthenticationMiddleware(catalog: api.catalog))
         api.register(on: router)
+        api.registerConsole(on: router)
         let responder = router.buildResponder()
         api.responder.set(responder)
         let server: HTTPServerBuilder =

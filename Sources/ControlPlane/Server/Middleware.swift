@@ -98,10 +98,18 @@ struct AuthenticationMiddleware: RouterMiddleware {
             authenticated = try await authenticate(request, context: context)
         } catch let error as APIError where error.status == .unauthorized || error.code == "auth.csrf" {
             // A stale cookie or token must not stand between a person and the login form or the health check.
-            guard RouteTable.isPublic(method: request.method.rawValue, path: context.endpointPath) else { throw error }
+            // The console's pages handle "not logged in" themselves (a redirect to the login page).
+            guard RouteTable.isPublic(method: request.method.rawValue, path: context.endpointPath) || !Self.isAPI(request) else {
+                throw error
+            }
             authenticated = context
         }
         return try await next(request, authenticated)
+    }
+
+    /// The REST API and metrics (JSON errors, CSRF in a header) as opposed to the console's pages.
+    static func isAPI(_ request: Request) -> Bool {
+        request.uri.path.hasPrefix("/api/") || request.uri.path == "/metrics"
     }
 
     private func authenticate(_ request: Request, context: Context) async throws -> Context {
@@ -131,7 +139,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
                 context.audit.set(actor: "anonymous (expired session)")
                 throw APIError(.unauthorized, "auth.session-expired", "your session has ended: log in again")
             }
-            if request.method != .get && request.method != .head && request.method != .options {
+            // The console's forms carry the token as a field, which its handlers check.
+            if request.method != .get && request.method != .head && request.method != .options && Self.isAPI(request) {
                 let presented = request.headers[.init(API.csrfHeader)!] ?? ""
                 guard let csrf = found.csrf, ConstantTime.equal(presented, csrf) else {
                     throw APIError(
@@ -144,7 +153,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
             context.audit.set(actor: found.user.name)
             context.principal = Principal(
                 user: found.user.name, roles: found.user.roles, method: "session", tokenId: found.token.id,
-                expiresAt: found.token.expiresAt
+                expiresAt: found.token.expiresAt, csrf: found.csrf
             )
         }
         return context
