@@ -155,7 +155,8 @@ struct CLIPeople {
         self.site = site
     }
 
-    static func password(_ name: String) -> String { "\(name)-correct-horse-battery" }
+    static let passwordSuffix = "-correct-horse-battery"
+    static func password(_ name: String) -> String { name + passwordSuffix }
 
     func configDirectory(_ name: String) -> String { site.dir.child("config-\(name)") }
 

@@ -87,6 +87,9 @@ extension APIHandlers {
         }
         do {
             return try await handler(request, context, principal)
+        } catch let error as APIError where error.status == .forbidden {
+            return ConsolePage(title: "Not allowed", active: "", principal: principal, flash: [("error", error.message)], body: "<h1>Not allowed</h1>")
+                .response(status: .forbidden)
         } catch let error as APIError {
             return try errorBack(request, principal, error.message)
         } catch let error as LifeboatError {
