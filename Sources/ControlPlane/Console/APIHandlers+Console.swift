@@ -158,7 +158,7 @@ extension APIHandlers {
             return loginPage(error: "Too many failed logins: try again in \(wait) s.", next: next).response(status: .tooManyRequests)
         }
         guard !user.isEmpty, let account = try await blocking({ try catalog.verifyPassword(user: user, password: password) }) else {
-            throttle.failed(keys, limit: settings.loginFailuresBeforeLockout, windowSeconds: settings.lockoutSeconds)
+            throttle.failed(user: user, address: context.remoteAddress, limit: settings.loginFailuresBeforeLockout, windowSeconds: settings.lockoutSeconds)
             metrics.loginFailed()
             return loginPage(error: "Wrong user name or password (or the account is disabled).", next: next).response(status: .unauthorized)
         }

@@ -79,7 +79,7 @@ extension APIHandlers {
         }
 
         add(.get, "/api/v1/instances") { request, _, _ in
-            let all = Self.query(request, "all") == "true"
+            let all = try Self.flag(request, "all")
             let instances = try await blocking { try catalog.instances(includeTerminated: all) }
             return try JSONBody.response(instances.map(DTO.instance))
         }

@@ -10,7 +10,7 @@ extension APIHandlers {
             let search = Self.query(request, "search")?.lowercased()
             let state = Self.query(request, "state")?.uppercased()
             let application = Self.query(request, "application")
-            let includeRemoved = Self.query(request, "removed") == "true"
+            let includeRemoved = try Self.flag(request, "removed")
             let now = self.now
             let (machines, instances) = try await blocking {
                 (try catalog.machines(includeRemoved: includeRemoved), try catalog.instances())
@@ -100,7 +100,7 @@ extension APIHandlers {
         add(.get, "/api/v1/machines/{name}/points") { request, context, _ in
             let name = try Self.parameter(context, "name")
             let paging = try Self.paging(request)
-            let consistentOnly = Self.query(request, "consistent") == "true"
+            let consistentOnly = try Self.flag(request, "consistent")
             let (machine, points) = try await blocking {
                 (try catalog.machine(named: name), try catalog.points(machine: name, limit: Int.max))
             }

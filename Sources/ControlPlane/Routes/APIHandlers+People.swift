@@ -76,7 +76,7 @@ extension APIHandlers {
         add(.get, "/api/v1/tokens") { request, _, principal in
             let principal = principal!
             let user = Self.query(request, "user")
-            let everyone = Self.query(request, "all") == "true"
+            let everyone = try Self.flag(request, "all")
             if (user != nil && user != principal.user) || everyone { try Self.require(.readAudit, principal) }
             let tokens = try await blocking { try catalog.accessTokens(user: everyone ? nil : (user ?? principal.user)) }
             return try JSONBody.response(tokens.map(DTO.token))

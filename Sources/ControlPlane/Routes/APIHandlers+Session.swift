@@ -88,18 +88,12 @@ extension APIHandlers {
         let settings = try await blocking { try catalog.controlSettings() }
         let keys = ["user:" + body.user, "address:" + context.remoteAddress]
         if let wait = throttle.retryAfter(keys) {
-            var response = try APIError(
-                .tooManyRequests,
-                "auth.throttled",
-                "too many failed logins: try again in \(wait) s"
-            ).response(from: request, context: context)
-            response.headers[.retryAfter] = "\(wait)"
-            return response
+            throw APIError(.tooManyRequests, "auth.throttled", "too many failed logins: try again in \(wait) s", headers: [.retryAfter: "\(wait)"])
         }
         let password = body.password
         let user = body.user
         guard let account = try await blocking({ try catalog.verifyPassword(user: user, password: password) }) else {
-            throttle.failed(keys, limit: settings.loginFailuresBeforeLockout, windowSeconds: settings.lockoutSeconds)
+            throttle.failed(user: user, address: context.remoteAddress, limit: settings.loginFailuresBeforeLockout, windowSeconds: settings.lockoutSeconds)
             metrics.loginFailed()
             throw APIError(.unauthorized, "auth.failed", "wrong user name or password (or the account is disabled)")
         }

@@ -1,9 +1,11 @@
 import LifeboatCore
 import Synchronization
 
-/// Slows down password guessing: after `failuresBeforeLockout` failed logins within the lockout window, for
-/// one user name or from one address, further attempts for it are refused (even with the right password) until
-/// the window has passed. In memory: a restart forgets it, which only helps an attacker who can restart the
+/// Slows down password guessing: after `failuresBeforeLockout` failed logins for one user name within the lockout
+/// window — or four times as many from one address, so that people behind one NAT or proxy do not lock each
+/// other out with a few typos — further attempts for it are refused (even with the right password) until the
+/// window has passed. (Anyone can lock a named user out for a window this way; that is the price of stopping
+/// guessing, and the lock ends by itself.) In memory: a restart forgets it, which only helps an attacker who can restart the
 /// server — and that one has the catalog anyway.
 final class LoginThrottle: Sendable {
     private struct Record {
@@ -30,12 +32,18 @@ final class LoginThrottle: Sendable {
         }
     }
 
-    /// Records a failed attempt for each key; locks a key at its `limit`-th failure within `windowSeconds`.
-    func failed(_ keys: [String], limit: Int, windowSeconds: Int) {
+    /// Records a failed login of `user` from `address`: the user is locked at `limit` failures within
+    /// `windowSeconds`, the address at four times that.
+    func failed(user: String, address: String, limit: Int, windowSeconds: Int) {
+        failed([("user:" + user, limit), ("address:" + address, limit * 4)], windowSeconds: windowSeconds)
+    }
+
+    /// Records a failed attempt for each key; locks a key at its limit within `windowSeconds`.
+    func failed(_ keys: [(key: String, limit: Int)], windowSeconds: Int) {
         let now = clock.now().nanoseconds
         let window = Int64(windowSeconds) * 1_000_000_000
         records.withLock { records in
-            for key in keys {
+            for (key, limit) in keys {
                 var record = records[key] ?? Record()
                 record.failures = record.failures.filter { now - $0 < window } + [now]
                 if record.failures.count >= limit {

@@ -10,17 +10,20 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     public var status: HTTPResponse.Status
     public var code: String
     public var message: String
+    /// Extra headers of the answer (e.g. `Retry-After`).
+    public var headers: HTTPFields
 
-    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, headers: HTTPFields = [:]) {
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
     }
 
-    public var headers: HTTPFields { [:] }
-
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        APIError.jsonResponse(status: status, body: APIErrorBody(code: code, message: message, status: Int(status.code)))
+        var response = APIError.jsonResponse(status: status, body: APIErrorBody(code: code, message: message, status: Int(status.code)))
+        for field in headers { response.headers.append(field) }
+        return response
     }
 
     static func jsonResponse(status: HTTPResponse.Status, body: APIErrorBody) -> Response {

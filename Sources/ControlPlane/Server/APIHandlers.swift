@@ -117,18 +117,23 @@ struct APIHandlers: Sendable {
 
     /// True when the request asks only to check (`?dryRun=true` or `"dryRun": true` in the body).
     static func isDryRun(_ request: Request, body: Bool? = nil) throws -> Bool {
-        if body == true { return true }
-        guard let text = query(request, "dryRun") else { return false }
+        try flag(request, "dryRun") || body == true
+    }
+
+    /// A boolean query flag: `true`/`1`, `false`/`0`, or absent (false); anything else is a 400.
+    static func flag(_ request: Request, _ name: String) throws -> Bool {
+        guard let text = query(request, name) else { return false }
         switch text {
         case "true", "1": return true
         case "false", "0": return false
-        default: throw APIError(.badRequest, "request.invalid-query", "dryRun must be true or false, got '\(text)'")
+        default: throw APIError(.badRequest, "request.invalid-query", "\(name) must be true or false, got '\(text)'")
         }
     }
 
+    /// A path parameter, percent-decoded (`crm%3Aeu` → `crm:eu`).
     static func parameter(_ context: APIRequestContext, _ name: String) throws -> String {
-        guard let value = context.parameters.get(name) else {
-            throw APIError(.badRequest, "request.invalid-path", "the path needs a \(name)")
+        guard let raw = context.parameters.get(name), let value = raw.removingPercentEncoding, !value.isEmpty else {
+            throw APIError(.badRequest, "request.invalid-path", "the path needs a \(name) (percent-encoded UTF-8)")
         }
         return value
     }

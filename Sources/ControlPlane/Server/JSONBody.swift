@@ -55,6 +55,9 @@ enum JSONBody {
         } catch let error as LifeboatError {
             throw APIError(.badRequest, error.code.rawValue, error.message)
         }
+        if let null = nullField(tree, path: "") {
+            throw APIError(.badRequest, "request.null-field", "field '\(null)' is null: leave a field out instead of sending null")
+        }
         if let unknown = unknownField(tree, known: value, path: "") {
             throw APIError(
                 .badRequest,
@@ -63,6 +66,24 @@ enum JSONBody {
             )
         }
         return value
+    }
+
+    /// The first field whose value is JSON null (nested objects and arrays too).
+    static func nullField(_ tree: Any, path: String) -> String? {
+        if let object = tree as? [String: Any] {
+            for (key, value) in object.sorted(by: { $0.key < $1.key }) {
+                let name = path.isEmpty ? key : path + "." + key
+                if value is NSNull { return name }
+                if let found = nullField(value, path: name) { return found }
+            }
+        } else if let array = tree as? [Any] {
+            for (index, value) in array.enumerated() {
+                let name = "\(path)[\(index)]"
+                if value is NSNull { return name }
+                if let found = nullField(value, path: name) { return found }
+            }
+        }
+        return nil
     }
 
     /// The first key of `tree` that the decoded value has no property for (nested objects too).
@@ -110,6 +131,9 @@ enum JSONBody {
             return "\(path(context)) must be \(typeName(type))"
         case .valueNotFound(let type, let context):
             return "\(path(context)) must be \(typeName(type)), not null"
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            // The text parsed as JSON, so what the decoder could not take is a number that does not fit its field.
+            return "a number in the body does not fit its field: integers must be whole numbers within their documented range"
         case .dataCorrupted(let context):
             return "\(path(context)): \(context.debugDescription)"
         @unknown default:

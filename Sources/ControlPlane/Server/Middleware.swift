@@ -29,10 +29,16 @@ struct OutcomeMiddleware: RouterMiddleware {
             }
             response = try api.response(from: request, context: context)
         } catch let error as any HTTPResponseError {
-            let status = error.status
+            var status = error.status
             let code: String
             let message: String
+            var allow: [String] = []
             switch status {
+            case .notFound where !RouteTable.methods(forPath: request.uri.path).isEmpty:
+                allow = RouteTable.methods(forPath: request.uri.path)
+                status = .methodNotAllowed
+                code = "route.method"
+                message = "\(request.method) is not allowed on \(request.uri.path): use \(allow.joined(separator: ", ")) (see /api/v1/openapi.json)"
             case .notFound:
                 code = "route.unknown"
                 message = "no such endpoint: \(request.method) \(request.uri.path) (see /api/v1/openapi.json)"
@@ -48,6 +54,7 @@ struct OutcomeMiddleware: RouterMiddleware {
             }
             errorCode = code
             response = APIError.jsonResponse(status: status, body: APIErrorBody(code: code, message: message, status: Int(status.code)))
+            if !allow.isEmpty { response.headers[.allow] = allow.joined(separator: ", ") }
         } catch {
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             errorCode = "server.internal"
@@ -68,8 +75,11 @@ struct OutcomeMiddleware: RouterMiddleware {
     }
 
     private func record(_ request: Request, context: Context, response: Response, errorCode: String?) async {
-        let actor = context.audit.actor ?? context.principal?.user ?? "anonymous"
-        let action = "\(request.method) \(context.endpointPath ?? request.uri.path)"
+        let named = context.audit.actor ?? context.principal?.user ?? ""
+        let actor = named.isEmpty ? "anonymous" : named
+        // Hummingbird names the route of an unknown path "NotFound": record the path asked for instead.
+        let template = context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 } ?? request.uri.path
+        let action = "\(request.method) \(template)"
         let target = context.audit.target ?? request.uri.path
         let result = "\(response.status.code)" + (errorCode.map { " \($0)" } ?? "")
         let detail = context.audit.detail ?? ""
@@ -120,7 +130,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
                 throw APIError(.unauthorized, "auth.invalid-token", "send the API token as `Authorization: Bearer TOKEN`")
             }
             let secret = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-            guard let found = try await Blocking.run({ try catalog.authenticate(secret: secret) }) else {
+            // A session's secret is for the cookie (with CSRF), never a bearer token.
+            guard let found = try await Blocking.run({ try catalog.authenticate(secret: secret) }), found.token.kind == .api else {
                 throw APIError(
                     .unauthorized,
                     "auth.invalid-token",

@@ -1,6 +1,13 @@
 public import LifeboatCore
 
 /// One endpoint: method, path (OpenAPI style, `{name}` for parameters) and the permission it needs.
+extension Array where Element == String {
+    fileprivate func uniquedInOrder() -> [String] {
+        var seen = Set<String>()
+        return filter { seen.insert($0).inserted }
+    }
+}
+
 public struct RouteSpec: Sendable, Hashable, CustomStringConvertible {
     public var method: String
     public var path: String
@@ -69,6 +76,16 @@ enum RouteTable {
         spec("GET", "/api/v1/access/check", .readAudit),
         spec("GET", "/metrics", .read),
     ]
+
+    /// The methods the API answers on a concrete path (`/api/v1/users/alice` matches `/api/v1/users/{name}`).
+    static func methods(forPath path: String) -> [String] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        return all.filter { spec in
+            let pattern = spec.path.split(separator: "/", omittingEmptySubsequences: false)
+            guard pattern.count == segments.count else { return false }
+            return zip(pattern, segments).allSatisfy { p, s in (p.hasPrefix("{") && p.hasSuffix("}") && !s.isEmpty) || p == s }
+        }.map(\.method).uniquedInOrder()
+    }
 
     /// Whether the route answers without a login.
     static func isPublic(method: String, path: String?) -> Bool {
