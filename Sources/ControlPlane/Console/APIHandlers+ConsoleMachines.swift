@@ -94,8 +94,8 @@ extension APIHandlers {
             <div><label for="state">Replication state</label><select id="state" name="state">\(stateOptions)</select></div>
             <div><button type="submit">Filter</button></div>
             </form>
-            <div class="toolbar"><span id="selected-count" class="muted grow" aria-live="polite">No machine selected</span>\(launchMenu)</div>
-            <div class="table-wrap"><table id="machines">
+            <div class="toolbar"><span id="selected-count" class="muted grow" aria-live="polite">No machine selected</span>\(data.total > data.machines.count ? "<button type=\"button\" id=\"select-matching\" hidden>Select all \(data.total) machines that match</button>" : "")\(launchMenu)</div>
+            <div class="table-wrap"><table id="machines" data-total="\(data.total)" data-search="\(HTML.escape(search))" data-application="\(HTML.escape(application))" data-state="\(HTML.escape(state))">
             <caption class="muted" style="text-align:left">\(data.total) machine\(data.total == 1 ? "" : "s")\(search.isEmpty && application.isEmpty && state.isEmpty ? "" : " match")</caption>
             <thead><tr><th scope="col"><input type="checkbox" id="select-all" aria-label="Select every machine on this page"></th>
             <th scope="col">Machine</th><th scope="col" class="optional">Application</th><th scope="col">Status</th>
@@ -107,6 +107,8 @@ extension APIHandlers {
             <form method="post" action="/console/launch">
             <input type="hidden" name="csrf" value="\(HTML.escape(principal.csrf ?? ""))">
             <input type="hidden" id="point-mode" name="mode" value="TEST">
+            <input type="hidden" id="point-scope" name="scope" value="selected">
+            <input type="hidden" name="search" value="\(HTML.escape(search))"><input type="hidden" name="application" value="\(HTML.escape(application))"><input type="hidden" name="state" value="\(HTML.escape(state))">
             <div class="body"><p class="muted">The latest point comes first; earlier ones follow, newest first. Each machine launches from the point chosen for it.</p>
             \(incidentChoice)<div id="point-list"></div></div>
             <div class="actions"><button type="button" id="point-cancel">Cancel</button><button type="submit" class="primary" id="point-continue">Continue with launch</button></div>
@@ -199,9 +201,16 @@ extension APIHandlers {
             throw APIError(.badRequest, "launch.bad-mode", "choose Test Mode or Recovery Mode")
         }
         try Self.require(mode == .test ? .launchDrill : .launchRecovery, principal)
-        let machines = form.values("machine")
+        var machines = form.values("machine")
         var perMachine: [String: String] = [:]
-        for machine in machines { perMachine[machine] = form.value("point:" + machine) ?? "latest" }
+        if form.value("scope") == "matching" {
+            // Every machine the page's filter matches (beyond the page shown), each from its latest point.
+            let filter = MachineFilter(search: form.value("search") ?? "", application: form.value("application") ?? "", state: form.value("state") ?? "")
+            let catalog = self.catalog
+            machines = try await blocking { try catalog.machinesPage(filter: filter, offset: 0, limit: 100_000).machines.map(\.name) }
+        } else {
+            for machine in machines { perMachine[machine] = form.value("point:" + machine) ?? "latest" }
+        }
         let incident = form.value("incident").flatMap { $0.isEmpty ? nil : $0 }
         let outcome = try await performLaunch(
             mode: mode, selection: .machines(machines), global: nil, perMachine: perMachine, incident: incident,

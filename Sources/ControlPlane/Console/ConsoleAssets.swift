@@ -83,16 +83,23 @@ enum ConsoleAssets {
             const menu = $("#launch-menu");
             const count = $("#selected-count");
             const selected = () => $$("input[name=machine]:checked", table).map(b => b.value);
+            const matching = $("#select-matching");
+            let allMatching = false;
             const refresh = () => {
               const n = selected().length;
+              const all = $("#select-all");
+              if (n < $$("input[name=machine]", table).length) allMatching = false;
               $$("tr[data-machine]", table).forEach(r => r.classList.toggle("selected", $("input[name=machine]", r).checked));
-              if (launchButton) launchButton.disabled = n === 0;
-              if (count) count.textContent = n === 0 ? "No machine selected" : (n === 1 ? "1 machine selected" : n + " machines selected");
+              if (launchButton) launchButton.disabled = n === 0 && !allMatching;
+              if (matching) matching.hidden = !(all && all.checked) || allMatching;
+              if (count) count.textContent = allMatching ? "All " + table.dataset.total + " machines that match are selected"
+                : (n === 0 ? "No machine selected" : (n === 1 ? "1 machine selected" : n + " machines selected"));
             };
             table.addEventListener("change", e => {
               if (e.target.id === "select-all") $$("input[name=machine]", table).forEach(b => { b.checked = e.target.checked; });
               refresh();
             });
+            if (matching) matching.addEventListener("click", () => { allMatching = true; refresh(); if (launchButton) launchButton.focus(); });
             if (launchButton && menu) {
               launchButton.addEventListener("click", () => {
                 const open = menu.hidden;
@@ -113,15 +120,16 @@ enum ConsoleAssets {
               $$("[role=menuitem]", menu).forEach(item => item.addEventListener("click", () => {
                 menu.hidden = true;
                 launchButton.setAttribute("aria-expanded", "false");
-                openPointDialog(item.dataset.mode, selected());
+                openPointDialog(item.dataset.mode, selected(), allMatching ? Number(table.dataset.total) : 0);
               }));
             }
             refresh();
           }
 
-          async function openPointDialog(mode, machines) {
+          async function openPointDialog(mode, machines, everyMatching) {
             const dialog = $("#point-dialog");
-            if (!dialog || machines.length === 0) return;
+            if (!dialog || (machines.length === 0 && !everyMatching)) return;
+            $("#point-scope", dialog).value = everyMatching ? "matching" : "selected";
             $("#point-mode", dialog).value = mode;
             const incident = $("#point-incident", dialog);
             if (incident) { incident.disabled = mode === "TEST"; incident.closest("p").hidden = mode === "TEST"; }
@@ -129,6 +137,11 @@ enum ConsoleAssets {
             const list = $("#point-list", dialog);
             list.textContent = "Loading recovery points…";
             dialog.showModal();
+            if (everyMatching) {
+              list.textContent = "All " + everyMatching + " machines that match the filter launch, each from its latest recovery point. To choose earlier points, select machines on the page instead.";
+              $("#point-continue", dialog).focus();
+              return;
+            }
             const parts = [];
             for (const m of machines) {
               const fs = document.createElement("fieldset");
