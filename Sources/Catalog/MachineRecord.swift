@@ -134,8 +134,8 @@ public struct MachineRecord: Sendable, Equatable {
     }
 
     /// The DR lifecycle to show at `now` (TEST_OVERDUE once the last passed drill is too old).
-    public func effectiveLifecycle(now: Timestamp) -> DRLifecycle {
-        DRLifecycle.effective(stored: drLifecycle, lastTestPassed: lastDrillPassedAt, now: now)
+    public func effectiveLifecycle(now: Timestamp, overdueDays: Int = 30) -> DRLifecycle {
+        DRLifecycle.effective(stored: drLifecycle, lastTestPassed: lastDrillPassedAt, now: now, overdueAfter: Int64(overdueDays) * 86_400)
     }
 
     /// Whether the machine is enrolled and not removed.

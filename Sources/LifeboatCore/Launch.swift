@@ -97,10 +97,13 @@ public enum DRLifecycle: String, Sendable, Codable {
     /// A drill older than this makes TESTED_RECENTLY read as TEST_OVERDUE.
     public static let testInterval: Int64 = 30 * 86_400
 
-    /// What to show now for a stored state and the time of the last passed drill.
-    public static func effective(stored: DRLifecycle, lastTestPassed: Timestamp?, now: Timestamp) -> DRLifecycle {
+    /// What to show now for a stored state and the time of the last passed drill; `overdueAfter` seconds (the
+    /// `drillOverdueDays` setting; default 30 days) after it, TESTED_RECENTLY reads TEST_OVERDUE.
+    public static func effective(
+        stored: DRLifecycle, lastTestPassed: Timestamp?, now: Timestamp, overdueAfter: Int64 = testInterval
+    ) -> DRLifecycle {
         guard stored == .testedRecently, let lastTestPassed else { return stored }
-        return now.nanoseconds - lastTestPassed.nanoseconds > testInterval * 1_000_000_000 ? .testOverdue : stored
+        return now.nanoseconds - lastTestPassed.nanoseconds > overdueAfter * 1_000_000_000 ? .testOverdue : stored
     }
 }
 

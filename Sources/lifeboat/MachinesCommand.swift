@@ -69,13 +69,14 @@ struct MachinesList: AsyncParsableCommand {
             let catalog = try data.openCatalog()
             defer { catalog.close() }
             let now = Timestamp.now()
+            let overdue = try catalog.controlSettings().drillOverdueDays
             let machines = try catalog.machines(includeRemoved: all).filter { m in
                 if let search, !m.name.contains(search), !(m.application?.contains(search) ?? false) { return false }
                 if let application, m.application != application { return false }
                 return true
             }
             if json {
-                print("[" + machines.map { machineJSON($0, now: now) }.joined(separator: ",\n ") + "]")
+                print("[" + machines.map { machineJSON($0, now: now, overdueDays: overdue) }.joined(separator: ",\n ") + "]")
                 return
             }
             let rows = machines.map { m -> [String] in
@@ -89,7 +90,7 @@ struct MachinesList: AsyncParsableCommand {
                     ByteFormatting.binary(Int64(m.backlogBytes)),
                     m.etaSeconds.map(formatSeconds) ?? "-",
                     m.lastConsistentCaptureTime.map { "\($0)" } ?? "-",
-                    lifecycleText(m, now: now),
+                    lifecycleText(m, now: now, overdueDays: overdue),
                     m.stateReason ?? "",
                 ]
             }
@@ -97,7 +98,7 @@ struct MachinesList: AsyncParsableCommand {
         }
     }
 
-    func machineJSON(_ m: MachineRecord, now: Timestamp) -> String {
+    func machineJSON(_ m: MachineRecord, now: Timestamp, overdueDays: Int) -> String {
         func num(_ v: Double?) -> String { v.map { "\(($0 * 1000).rounded() / 1000)" } ?? "null" }
         func str(_ v: String?) -> String { v.map(jsonString) ?? "null" }
         let volumes = m.volumes.map { "{\"name\":\(jsonString($0.name)),\"size\":\($0.size)}" }.joined(separator: ",")
@@ -120,7 +121,7 @@ struct MachinesList: AsyncParsableCommand {
             + "\"maxFreezeMilliseconds\":\(m.maxFreezeMilliseconds),"
             + "\"paused\":\(m.paused),"
             + "\"application\":\(str(m.application)),"
-            + "\"drLifecycle\":\(jsonString(m.effectiveLifecycle(now: now).rawValue)),"
+            + "\"drLifecycle\":\(jsonString(m.effectiveLifecycle(now: now, overdueDays: overdueDays).rawValue)),"
             + "\"lastDrillAt\":\(str(m.lastDrillAt?.description)),"
             + "\"lastDrillPassedAt\":\(str(m.lastDrillPassedAt?.description)),"
             + "\"launchSettings\":\((try? LaunchSettingsCoding.encode(m.launchSettings)) ?? "null"),"
@@ -130,8 +131,8 @@ struct MachinesList: AsyncParsableCommand {
 }
 
 /// `TESTED_RECENTLY (2026-11-30)`, `TEST_FAILED (2026-11-30)`, `NOT_TESTED`.
-func lifecycleText(_ m: MachineRecord, now: Timestamp) -> String {
-    let state = m.effectiveLifecycle(now: now)
+func lifecycleText(_ m: MachineRecord, now: Timestamp, overdueDays: Int) -> String {
+    let state = m.effectiveLifecycle(now: now, overdueDays: overdueDays)
     switch state {
     case .testedRecently, .testOverdue:
         return state.rawValue + (m.lastDrillPassedAt.map { " (\(String($0.rfc3339.prefix(10))))" } ?? "")

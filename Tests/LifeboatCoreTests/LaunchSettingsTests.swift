@@ -367,6 +367,10 @@ struct LaunchVocabularyTests {
         #expect(DRLifecycle.effective(stored: .testedRecently, lastTestPassed: passed, now: at(365 * 86_400 * 1_000_000_000)) == .testOverdue)
         // Without a date there is nothing to age.
         #expect(DRLifecycle.effective(stored: .testedRecently, lastTestPassed: nil, now: at(thirtyDays * 10)) == .testedRecently)
+        // The drillOverdueDays setting moves the line: 7 days.
+        let week = Int64(7 * 86_400)
+        #expect(DRLifecycle.effective(stored: .testedRecently, lastTestPassed: passed, now: at(week * 1_000_000_000), overdueAfter: week) == .testedRecently)
+        #expect(DRLifecycle.effective(stored: .testedRecently, lastTestPassed: passed, now: at(week * 1_000_000_000 + 1), overdueAfter: week) == .testOverdue)
         // Other states are shown as stored, however old the last drill.
         for stored in [DRLifecycle.notTested, .testFailed, .recoveryLaunched, .testOverdue] {
             #expect(DRLifecycle.effective(stored: stored, lastTestPassed: passed, now: at(thirtyDays * 10)) == stored)

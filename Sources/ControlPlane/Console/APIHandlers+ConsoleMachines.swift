@@ -30,7 +30,7 @@ extension APIHandlers {
                 openIncidents: try catalog.openIncidents(), settings: try catalog.controlSettings()
             )
         }
-        let rows = data.machines.map { machineRow($0, instances: data.instances, now: now) }.joined()
+        let rows = data.machines.map { machineRow($0, instances: data.instances, now: now, overdueDays: data.settings.drillOverdueDays) }.joined()
         let query = "search=\(HTML.component(search))&application=\(HTML.component(application))&state=\(HTML.component(state))&page=\(pageNumber)"
         if Self.query(request, "fragment") == "rows" {
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: rows)))
@@ -153,7 +153,7 @@ extension APIHandlers {
         }
     }
 
-    func machineRow(_ m: MachineRecord, instances: [InstanceRecord], now: Timestamp) -> String {
+    func machineRow(_ m: MachineRecord, instances: [InstanceRecord], now: Timestamp, overdueDays: Int) -> String {
         let name = HTML.escape(m.name)
         let drills = instances.filter { $0.machine == m.name && $0.mode == .test && $0.state.holdsResources }
         var status = ""
@@ -175,13 +175,13 @@ extension APIHandlers {
         return """
             <tr data-machine="\(name)"><td><input type="checkbox" name="machine" value="\(name)" aria-label="Select \(name)"></td>
             <td><strong>\(name)</strong></td><td class="optional">\(HTML.escape(m.application ?? "–"))</td><td>\(status)</td><td>\(sync)</td>
-            <td class="optional">\(ByteFormatting.binary(Int64(m.backlogBytes)))</td><td class="optional">\(lastPoint)</td><td>\(lifecycle(m, now: now))</td></tr>
+            <td class="optional">\(ByteFormatting.binary(Int64(m.backlogBytes)))</td><td class="optional">\(lastPoint)</td><td>\(lifecycle(m, now: now, overdueDays: overdueDays))</td></tr>
             """
     }
 
     /// "Tested recently · 2 days ago", "Not tested", "Test overdue", "Test failed", "Recovered".
-    func lifecycle(_ m: MachineRecord, now: Timestamp) -> String {
-        switch m.effectiveLifecycle(now: now) {
+    func lifecycle(_ m: MachineRecord, now: Timestamp, overdueDays: Int) -> String {
+        switch m.effectiveLifecycle(now: now, overdueDays: overdueDays) {
         case .notTested: return HTML.status("Not tested", tone: .idle)
         case .testedRecently:
             return HTML.status("Tested recently", tone: .good) + (m.lastDrillPassedAt.map { " <span class=\"muted\">· \(HTML.ago($0, now: now))</span>" } ?? "")

@@ -7,30 +7,34 @@ extension APIHandlers {
     func registerMachines(_ add: Add) {
         add(.get, "/api/v1/machines") { request, _, _ in
             let paging = try Self.paging(request)
-            let search = Self.query(request, "search")?.lowercased()
-            let state = Self.query(request, "state")?.uppercased()
-            let application = Self.query(request, "application")
-            let includeRemoved = try Self.flag(request, "removed")
+            let filter = MachineFilter(
+                search: Self.query(request, "search") ?? "",
+                application: Self.query(request, "application") ?? "",
+                state: Self.query(request, "state")?.uppercased() ?? "",
+                includeRemoved: try Self.flag(request, "removed")
+            )
             let now = self.now
-            let (machines, instances) = try await blocking {
-                (try catalog.machines(includeRemoved: includeRemoved), try catalog.instances())
+            let (found, instances, overdue) = try await blocking {
+                (
+                    try catalog.machinesPage(filter: filter, offset: paging.offset, limit: paging.limit), try catalog.instances(),
+                    try catalog.controlSettings().drillOverdueDays
+                )
             }
-            let filtered = machines.filter { m in
-                if let search, !m.name.lowercased().contains(search), !(m.application?.lowercased().contains(search) ?? false) {
-                    return false
-                }
-                if let state, m.state != state { return false }
-                if let application, m.application != application { return false }
-                return true
-            }
-            return try JSONBody.response(Self.page(filtered, paging) { DTO.machine($0, instances: instances, now: now) })
+            return try JSONBody.response(
+                Page(
+                    items: found.machines.map { DTO.machine($0, instances: instances, now: now, overdueDays: overdue) },
+                    total: found.total, offset: paging.offset, limit: paging.limit
+                )
+            )
         }
 
         add(.get, "/api/v1/machines/{name}") { _, context, _ in
             let name = try Self.parameter(context, "name")
-            let (machine, instances) = try await blocking { (try catalog.machine(named: name), try catalog.instances()) }
+            let (machine, instances, overdue) = try await blocking {
+                (try catalog.machine(named: name), try catalog.instances(), try catalog.controlSettings().drillOverdueDays)
+            }
             guard let machine else { throw APIError.notFound("machine", name) }
-            return try JSONBody.response(DTO.machine(machine, instances: instances, now: now))
+            return try JSONBody.response(DTO.machine(machine, instances: instances, now: now, overdueDays: overdue))
         }
 
         add(.patch, "/api/v1/machines/{name}") { request, context, _ in

@@ -11,7 +11,7 @@ enum DTO {
 
     static func point(_ raw: UInt64?) -> String? { raw.map { "\(PointID(raw: $0))" } }
 
-    static func machine(_ m: MachineRecord, instances: [InstanceRecord], now: Timestamp) -> MachineDTO {
+    static func machine(_ m: MachineRecord, instances: [InstanceRecord], now: Timestamp, overdueDays: Int = 30) -> MachineDTO {
         func rounded(_ v: Double?) -> Double? { v.map { ($0 * 1000).rounded() / 1000 } }
         return MachineDTO(
             name: m.name,
@@ -30,7 +30,7 @@ enum DTO {
             throttleMbps: m.throttleMbps,
             maxFreezeMilliseconds: m.maxFreezeMilliseconds,
             application: m.application,
-            drLifecycle: m.effectiveLifecycle(now: now).rawValue,
+            drLifecycle: m.effectiveLifecycle(now: now, overdueDays: overdueDays).rawValue,
             lastDrillAt: time(m.lastDrillAt),
             lastDrillPassedAt: time(m.lastDrillPassedAt),
             runningInstances: instances.filter { $0.machine == m.name && $0.state.holdsResources }.map {
