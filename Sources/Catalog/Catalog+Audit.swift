@@ -9,6 +9,11 @@ extension Catalog {
     /// How many entries that failed their hash are compared with each other to recognise moved entries.
     private static let reorderSearchLimit = 256
 
+    /// Whether entries can be appended (the head is there): the API refuses changes it could not record.
+    public func auditRecordable() throws -> Bool {
+        try read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM audit_head WHERE id = 1") ?? false }
+    }
+
     /// Appends an entry stamped with the injected clock (never before the previous entry).
     ///
     /// - Throws: `audit.invalid` (an empty actor or action), `audit.damaged` when the head is missing (the log
@@ -68,11 +73,28 @@ extension Catalog {
         }
     }
 
-    /// Up to `limit` entries after `afterSeq`, oldest first (or newest first), of one actor and one action
-    /// when given.
+    /// How many entries there are of one actor and one action when given.
+    public func auditCount(actor: String?, action: String?) throws -> Int {
+        var conditions = ["1"]
+        var values: [(any DatabaseValueConvertible)?] = []
+        if let actor {
+            conditions.append("actor = ?")
+            values.append(actor)
+        }
+        if let action {
+            conditions.append("action = ?")
+            values.append(action)
+        }
+        let sql = "SELECT count(*) FROM audit_log WHERE \(conditions.joined(separator: " AND "))"
+        return try read { db in try Int.fetchOne(db, sql: sql, arguments: StatementArguments(values)) ?? 0 }
+    }
+
+    /// Up to `limit` entries after `afterSeq` (skipping `offset` of them), oldest first (or newest first), of one
+    /// actor and one action when given.
     public func auditEntries(
         afterSeq: Int64 = 0,
         limit: Int,
+        offset: Int = 0,
         newestFirst: Bool = false,
         actor: String? = nil,
         action: String? = nil
@@ -88,10 +110,11 @@ extension Catalog {
             values.append(action)
         }
         values.append(max(0, limit))
+        values.append(max(0, offset))
         let arguments = StatementArguments(values)
         let sql = """
             SELECT \(AuditEntry.columns) FROM audit_log WHERE \(conditions.joined(separator: " AND "))
-            ORDER BY seq \(newestFirst ? "DESC" : "ASC") LIMIT ?
+            ORDER BY seq \(newestFirst ? "DESC" : "ASC") LIMIT ? OFFSET ?
             """
         return try read { db in
             try Row.fetchAll(db, sql: sql, arguments: arguments).map(AuditEntry.init(row:))

@@ -198,7 +198,7 @@ extension Catalog {
         return incident
     }
 
-    private static func closedIncident(_ incident: IncidentRecord) -> LifeboatError {
+    static func closedIncident(_ incident: IncidentRecord) -> LifeboatError {
         LifeboatError(
             "incident.closed",
             "incident \(incident.id) was closed\(incident.closedBy.map { " by \($0)" } ?? "")"

@@ -54,10 +54,15 @@ extension Catalog {
 
     // MARK: - Creating jobs
 
-    /// Queues a LAUNCH job: one PENDING item and one PENDING recovery instance per target, in one transaction.
+    /// Queues a LAUNCH job: one PENDING item and one PENDING recovery instance per target, in one transaction —
+    /// with who asked and the incident it is made under, checked open in the same transaction (so the launch
+    /// service never sees the job without them, and a closed incident queues nothing).
     ///
-    /// - Throws: `launch.no-machines`, `launch.duplicate-machine`, `machine.unknown`.
-    public func createLaunchJob(mode: LaunchMode, targets: [LaunchTarget]) throws -> JobRecord {
+    /// - Throws: `launch.no-machines`, `launch.duplicate-machine`, `machine.unknown`, `incident.unknown`,
+    ///   `incident.closed`.
+    public func createLaunchJob(
+        mode: LaunchMode, targets: [LaunchTarget], incident: String? = nil, requestedBy: String? = nil
+    ) throws -> JobRecord {
         guard !targets.isEmpty else {
             throw LifeboatError("launch.no-machines", "a launch needs at least one machine")
         }
@@ -71,12 +76,19 @@ extension Catalog {
         let id = LaunchIdentifiers.make("job")
         try write { db in
             let now = self.now
+            if let incident {
+                let record = try Catalog.requireIncident(db, incident)
+                guard record.isOpen else { throw Catalog.closedIncident(record) }
+            }
             try db.execute(
-                sql: "INSERT INTO jobs (id, type, initiated_by, mode, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                sql: """
+                    INSERT INTO jobs (id, type, initiated_by, mode, status, created_at, incident, requested_by)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
                 arguments: [
                     id, JobType.launch.rawValue,
                     (mode == .test ? JobInitiator.startDrill : .startRecovery).rawValue, mode.rawValue,
-                    JobStatus.pending.rawValue, now.nanoseconds,
+                    JobStatus.pending.rawValue, now.nanoseconds, incident, requestedBy,
                 ]
             )
             for (position, target) in targets.enumerated() {
@@ -105,7 +117,7 @@ extension Catalog {
     ///
     /// - Throws: `instance.unknown`, `instance.terminated` (nothing left to release), `instance.busy` (its launch
     ///   job is still running, or a terminate job already has it).
-    public func createTerminateJob(instances: [String]) throws -> JobRecord {
+    public func createTerminateJob(instances: [String], requestedBy: String? = nil) throws -> JobRecord {
         guard !instances.isEmpty else {
             throw LifeboatError("instance.none", "name at least one recovery instance to terminate")
         }
@@ -113,10 +125,10 @@ extension Catalog {
         try write { db in
             let now = self.now
             try db.execute(
-                sql: "INSERT INTO jobs (id, type, initiated_by, status, created_at) VALUES (?, ?, ?, ?, ?)",
+                sql: "INSERT INTO jobs (id, type, initiated_by, status, created_at, requested_by) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [
                     id, JobType.terminate.rawValue, JobInitiator.terminateRecoveryInstances.rawValue,
-                    JobStatus.pending.rawValue, now.nanoseconds,
+                    JobStatus.pending.rawValue, now.nanoseconds, requestedBy,
                 ]
             )
             var seen = Set<String>()

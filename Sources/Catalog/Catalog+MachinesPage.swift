@@ -49,12 +49,14 @@ extension Catalog {
             )
             let names = rows.map { $0["name"] as String }
             var volumes: [String: [VolumeRecord]] = [:]
-            if !names.isEmpty {
-                let marks = Array(repeating: "?", count: names.count).joined(separator: ",")
+            // In chunks: SQLite limits the number of variables in one statement.
+            for start in stride(from: 0, to: names.count, by: 500) {
+                let chunk = Array(names[start..<min(start + 500, names.count)])
+                let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
                 for row in try Row.fetchAll(
                     db,
                     sql: "SELECT machine, name, size FROM machine_volumes WHERE machine IN (\(marks)) ORDER BY machine, name",
-                    arguments: StatementArguments(names)
+                    arguments: StatementArguments(chunk)
                 ) {
                     volumes[row["machine"], default: []].append(VolumeRecord(name: row["name"], size: row["size"]))
                 }

@@ -29,6 +29,14 @@ public final class APIClient: Sendable {
         guard base.hasPrefix("https://") || base.hasPrefix("http://") else {
             throw LifeboatError("cli.bad-server", "--server \(baseURL): give the API's URL, e.g. https://recovery.example.com:8443")
         }
+        if base.hasPrefix("http://") {
+            // Passwords and tokens never cross a network in clear: plain HTTP only to this host.
+            let host = base.dropFirst("http://".count).prefix { $0 != "/" }
+            let name = host.hasPrefix("[") ? String(host.prefix { $0 != "]" }.dropFirst()) : String(host.prefix { $0 != ":" })
+            guard name == "127.0.0.1" || name == "::1" || name == "localhost" || name.hasPrefix("127.") else {
+                throw LifeboatError("cli.plain-http", "--server \(baseURL): plain http is only for a server on this host; use https://")
+            }
+        }
         self.baseURL = base
         self.token = token
         var tls = TLSConfiguration.makeClientConfiguration()

@@ -37,6 +37,10 @@ public struct Credentials: Codable, Sendable, Equatable {
     /// - Throws: `cli.credentials` for a damaged file.
     public static func load() throws -> Credentials? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & 0o077 != 0 {
+            throw LifeboatError("cli.credentials", "\(path) can be read by others (mode \(String(info.st_mode & 0o777, radix: 8))): run `chmod 600 \(path)` or log in again")
+        }
         do {
             return try JSONDecoder().decode(Credentials.self, from: data)
         } catch {
@@ -44,22 +48,35 @@ public struct Credentials: Codable, Sendable, Equatable {
         }
     }
 
-    /// Writes the file with mode 0600 (its directory 0700), replacing any earlier login.
+    /// Writes the file with mode 0600 (its directory 0700), replacing any earlier login: a new file created
+    /// exclusively (never through a symlink), synced, then renamed over the old one.
     public func save() throws {
         let manager = FileManager.default
         try manager.createDirectory(atPath: Self.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        _ = chmod(Self.directory, 0o700)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = try encoder.encode(self)
-        let temporary = Self.path + ".tmp"
-        _ = manager.createFile(atPath: temporary, contents: nil, attributes: [.posixPermissions: 0o600])
-        guard let handle = FileHandle(forWritingAtPath: temporary) else {
-            throw LifeboatError("cli.credentials", "cannot write \(temporary): check the permissions of \(Self.directory)")
+        let bytes = Array(try encoder.encode(self))
+        let temporary = Self.directory + "/.credentials-\(UInt64.random(in: 0 ... .max)).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw LifeboatError("cli.credentials", "cannot write in \(Self.directory): check its owner and permissions")
         }
-        try handle.write(contentsOf: data)
-        try handle.synchronize()
-        try handle.close()
+        var written = 0
+        while written < bytes.count {
+            let n = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else {
+                close(fd)
+                unlink(temporary)
+                throw LifeboatError("cli.credentials", "cannot write \(temporary): is the disk full?")
+            }
+            written += n
+        }
+        _ = fchmod(fd, 0o600)
+        _ = fsync(fd)
+        close(fd)
         guard rename(temporary, Self.path) == 0 else {
+            unlink(temporary)
             throw LifeboatError("cli.credentials", "cannot write \(Self.path): check the permissions of \(Self.directory)")
         }
     }

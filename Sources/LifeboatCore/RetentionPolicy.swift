@@ -63,6 +63,10 @@ public struct RetentionPolicy: Sendable, Hashable, Codable {
             guard rule.interval > 0 else {
                 throw LifeboatError("policy.invalid", "rule \(index + 1): interval must be at least 1 \(rule.unit)")
             }
+            let (span, overflow) = Int64(rule.retentionDuration).multipliedReportingOverflow(by: rule.unit.seconds)
+            guard !overflow, span <= 100 * 366 * 86_400 else {
+                throw LifeboatError("policy.invalid", "rule \(index + 1): retention longer than 100 years is not a policy")
+            }
             guard rule.retentionDuration >= rule.interval else {
                 throw LifeboatError(
                     "policy.invalid",

@@ -155,9 +155,8 @@ struct LaunchCommand: AsyncParsableCommand {
             print("would \(mode.rawValue) launch \(targets.map { "\($0.machine)@\(PointID(raw: $0.point))" }.joined(separator: ", "))" + (underIncident.map { " under incident \($0)" } ?? "") + " (dry run: nothing launched)")
             return
         }
-        let job = try catalog.createLaunchJob(mode: mode, targets: targets)
-        try catalog.linkJob(job.id, incident: underIncident, requestedBy: who)
-        _ = try? catalog.appendAudit(
+        let job = try catalog.createLaunchJob(mode: mode, targets: targets, incident: underIncident, requestedBy: who)
+        try catalog.appendAudit(
             actor: who, action: "CLI launch", target: names.joined(separator: ","), source: "local",
             result: "202", detail: "job \(job.id): \(mode.rawValue) launch" + (underIncident.map { " under \($0)" } ?? "")
         )
@@ -220,7 +219,7 @@ enum JobText {
         if let machine = e.machine { text += "\(machine): " }
         text += e.detail
         if let error = e.error { text += " — error: \(error)" }
-        return text
+        return terminalSafe(text)
     }
 
     static func summary(_ job: JobRecord) {
@@ -497,7 +496,11 @@ struct InstancesTerminate: AsyncParsableCommand {
             }
             let catalog = try data.openCatalog()
             defer { catalog.close() }
-            let job = try catalog.createTerminateJob(instances: ids)
+            let job = try catalog.createTerminateJob(instances: ids, requestedBy: localActor())
+            try catalog.appendAudit(
+                actor: localActor(), action: "CLI instances terminate", target: ids.joined(separator: ","), source: "local",
+                result: "202", detail: "job \(job.id): terminate"
+            )
             if noWait {
                 print("job \(job.id) queued: terminate \(ids.joined(separator: ", "))")
                 return

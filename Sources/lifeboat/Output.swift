@@ -29,6 +29,16 @@ func printError(_ text: String) {
     _ = line.withCString { fputs($0, stderr) }
 }
 
+/// Text from machines and guests (serial consoles, launcher output) without control characters, which could
+/// otherwise drive the operator's terminal (escape sequences); tabs and newlines stay.
+func terminalSafe(_ text: String) -> String {
+    String(String.UnicodeScalarView(text.unicodeScalars.map { scalar in
+        let v = scalar.value
+        if v == 9 || v == 10 { return scalar }
+        return v < 0x20 || (0x7F...0x9F).contains(v) ? "\u{FFFD}" : scalar
+    }))
+}
+
 /// Prints rows as an aligned table with a header.
 func printTable(_ header: [String], _ rows: [[String]]) {
     var widths = header.map(\.count)

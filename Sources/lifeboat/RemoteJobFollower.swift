@@ -93,7 +93,7 @@ enum RemoteJobText {
         if let machine = e.machine { text += "\(machine): " }
         text += e.detail
         if let error = e.error { text += " — error: \(error)" }
-        return text
+        return terminalSafe(text)
     }
 
     static func summary(_ job: JobDTO) {

@@ -77,6 +77,7 @@ extension APIHandlers {
             return seeOther("/login?next=" + HTML.component(next))
         }
         guard principal.may(permission) else {
+            context.audit.set(errorCode: "auth.forbidden")
             let held = principal.roles.sorted().map(\.rawValue).joined(separator: ", ")
             let needed = permission.allowed.sorted().map(\.rawValue).joined(separator: " or ")
             return ConsolePage(
@@ -88,11 +89,14 @@ extension APIHandlers {
         do {
             return try await handler(request, context, principal)
         } catch let error as APIError where error.status == .forbidden {
+            context.audit.set(errorCode: error.code)
             return ConsolePage(title: "Not allowed", active: "", principal: principal, flash: [("error", error.message)], body: "<h1>Not allowed</h1>")
                 .response(status: .forbidden)
         } catch let error as APIError {
+            context.audit.set(errorCode: error.code)
             return try errorBack(request, principal, error.message)
         } catch let error as LifeboatError {
+            context.audit.set(errorCode: error.code.rawValue)
             return try errorBack(request, principal, error.message)
         }
     }
@@ -110,7 +114,12 @@ extension APIHandlers {
 
     /// Only local paths after login (no open redirect).
     static func safeNext(_ next: String?) -> String {
-        guard let next, next.hasPrefix("/"), !next.hasPrefix("//"), !next.contains("\\") else { return "/machines" }
+        // A local path of plain characters only: no scheme, no `//`, no backslash, no whitespace or control
+        // characters (browsers drop tabs and newlines from URLs, which would turn `/\t/evil` into `//evil`).
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.~?=&%+")
+        guard let next, next.hasPrefix("/"), !next.hasPrefix("//"), next.count <= 512, next.allSatisfy({ allowed.contains($0) }) else {
+            return "/machines"
+        }
         return next
     }
 
@@ -151,18 +160,21 @@ extension APIHandlers {
         let user = form.value("user") ?? ""
         let password = form.value("password") ?? ""
         context.audit.set(actor: user.isEmpty ? "anonymous" : user, target: "user \(user)", detail: "console session")
+        // Login CSRF: a form posted from another site would log the victim into someone else's account.
+        if let site = request.headers[.init("Sec-Fetch-Site")!], site != "same-origin", site != "none" {
+            context.audit.set(errorCode: "auth.cross-site")
+            return loginPage(error: "Log in from this page, not from another site.", next: "/machines").response(status: .forbidden)
+        }
         let catalog = self.catalog
         let settings = try await blocking { try catalog.controlSettings() }
-        let keys = ["user:" + user, "address:" + context.remoteAddress]
-        if let wait = throttle.retryAfter(keys) {
-            return loginPage(error: "Too many failed logins: try again in \(wait) s.", next: next).response(status: .tooManyRequests)
+        let account: UserRecord
+        do {
+            account = try await authenticatePassword(user: user, password: password, address: context.remoteAddress, settings: settings)
+        } catch let error as APIError {
+            context.audit.set(errorCode: error.code)
+            return loginPage(error: error.message.prefix(1).uppercased() + error.message.dropFirst() + ".", next: next)
+                .response(status: error.status)
         }
-        guard !user.isEmpty, let account = try await blocking({ try catalog.verifyPassword(user: user, password: password) }) else {
-            throttle.failed(user: user, address: context.remoteAddress, limit: settings.loginFailuresBeforeLockout, windowSeconds: settings.lockoutSeconds)
-            metrics.loginFailed()
-            return loginPage(error: "Wrong user name or password (or the account is disabled).", next: next).response(status: .unauthorized)
-        }
-        throttle.succeeded("user:" + user)
         let hours = settings.sessionHours
         let issued = try await blocking {
             try catalog.createAccessToken(user: account.name, name: "browser session", kind: .session, validFor: Int64(hours) * 3600)

@@ -75,8 +75,16 @@ extension APIHandlers {
         let start = Int64(Self.query(request, "after") ?? "0") ?? 0
         let catalog = self.catalog
         guard try await blocking({ try catalog.job(id: id) }) != nil else { throw APIError.notFound("job", id) }
+        // A reconnecting EventSource says where it got to.
+        let resume = request.headers[.init("Last-Event-ID")!].flatMap { Int64($0) } ?? start
+        guard Self.streams.enter() else {
+            throw APIError(.serviceUnavailable, "console.busy", "too many live job logs are open: close some pages, or reload this one later")
+        }
+        let tokenID = principal.tokenId
         let body = ResponseBody { writer in
-            var after = start
+            defer { Self.streams.leave() }
+            var after = resume
+            var polls = 0
             let deadline = ContinuousClock.now + .seconds(3600)
             while ContinuousClock.now < deadline && !Task.isCancelled {
                 let since = after
@@ -93,11 +101,20 @@ extension APIHandlers {
                 try await writer.write(ByteBuffer(string: chunk))
                 if job == nil || job?.status == .completed { break }
                 try await Task.sleep(for: .milliseconds(500))
+                polls += 1
+                // Every 10 s: still logged in? (a session that ended or a disabled user stops receiving the log)
+                if polls % 20 == 0 {
+                    let valid = try await Blocking.run { try catalog.accessToken(id: tokenID)?.isValid(now: Timestamp.now()) ?? false }
+                    if !valid { break }
+                }
             }
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: body)
     }
+
+    /// Live job logs open at once, server-wide.
+    static let streams = StreamCounter(limit: 64)
 
     @Sendable func instancesPage(_ request: Request, _ context: APIRequestContext, _ principal: Principal) async throws -> Response {
         let showAll = Self.query(request, "all") == "true"
@@ -133,11 +150,7 @@ extension APIHandlers {
         guard !ids.isEmpty else { throw APIError(.badRequest, "terminate.none", "choose an instance to terminate") }
         context.audit.set(target: ids.joined(separator: ","), detail: "terminate")
         let user = principal.user
-        let job = try await blocking { () -> JobRecord in
-            let job = try catalog.createTerminateJob(instances: ids)
-            try catalog.linkJob(job.id, incident: nil, requestedBy: user)
-            return job
-        }
+        let job = try await blocking { try catalog.createTerminateJob(instances: ids, requestedBy: user) }
         context.audit.set(detail: "job \(job.id): terminate")
         return seeOther("/jobs/\(HTML.component(job.id))")
     }

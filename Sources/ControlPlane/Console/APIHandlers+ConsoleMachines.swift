@@ -17,7 +17,7 @@ extension APIHandlers {
         let search = Self.query(request, "search")?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
         let application = Self.query(request, "application") ?? ""
         let state = Self.query(request, "state") ?? ""
-        let pageNumber = max(1, Int(Self.query(request, "page") ?? "1") ?? 1)
+        let pageNumber = min(max(1, Int(Self.query(request, "page") ?? "1") ?? 1), 1_000_000)
         let now = self.now
         let catalog = self.catalog
         let data = try await blocking { () -> MachinesPageData in
@@ -107,7 +107,7 @@ extension APIHandlers {
             <form method="post" action="/console/launch">
             <input type="hidden" name="csrf" value="\(HTML.escape(principal.csrf ?? ""))">
             <input type="hidden" id="point-mode" name="mode" value="TEST">
-            <input type="hidden" id="point-scope" name="scope" value="selected">
+            <input type="hidden" id="point-scope" name="scope" value="selected"><input type="hidden" id="point-expected" name="expected" value="">
             <input type="hidden" name="search" value="\(HTML.escape(search))"><input type="hidden" name="application" value="\(HTML.escape(application))"><input type="hidden" name="state" value="\(HTML.escape(state))">
             <div class="body"><p class="muted">The latest point comes first; earlier ones follow, newest first. Each machine launches from the point chosen for it.</p>
             \(incidentChoice)<div id="point-list"></div></div>
@@ -208,6 +208,13 @@ extension APIHandlers {
             let filter = MachineFilter(search: form.value("search") ?? "", application: form.value("application") ?? "", state: form.value("state") ?? "")
             let catalog = self.catalog
             machines = try await blocking { try catalog.machinesPage(filter: filter, offset: 0, limit: 100_000).machines.map(\.name) }
+            // What was shown is what launches: if the filter matches other machines by now, ask again.
+            guard let expected = Int(form.value("expected") ?? ""), expected == machines.count else {
+                throw APIError(
+                    .conflict, "launch.selection-changed",
+                    "the filter now matches \(machines.count) machines, not the number shown: look at the list again and launch once more"
+                )
+            }
         } else {
             for machine in machines { perMachine[machine] = form.value("point:" + machine) ?? "latest" }
         }

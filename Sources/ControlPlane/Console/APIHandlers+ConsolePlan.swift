@@ -198,10 +198,13 @@ extension APIHandlers {
     }
 
     @Sendable func auditPage(_ request: Request, _ context: APIRequestContext, _ principal: Principal) async throws -> Response {
-        let pageNumber = max(1, Int(Self.query(request, "page") ?? "1") ?? 1)
+        let pageNumber = min(max(1, Int(Self.query(request, "page") ?? "1") ?? 1), 1_000_000)
+        let verifier = auditVerifier
         let (entries, total, verification) = try await blocking { () -> ([AuditEntry], Int, AuditVerification) in
-            let all = try catalog.auditEntries(afterSeq: 0, limit: pageNumber * 100, newestFirst: true)
-            return (Array(all.dropFirst((pageNumber - 1) * 100)), try catalog.auditCount(), try catalog.verifyAudit())
+            (
+                try catalog.auditEntries(limit: 100, offset: (pageNumber - 1) * 100, newestFirst: true),
+                try catalog.auditCount(), try verifier.verify(catalog)
+            )
         }
         let rows = entries.map { e in
             "<tr><td>\(e.seq)</td><td>\(HTML.time(e.time))</td><td>\(HTML.escape(e.actor))</td><td>\(HTML.escape(e.action))</td><td>\(HTML.escape(e.target))</td><td class=\"optional\">\(HTML.escape(e.source))</td><td>\(HTML.escape(e.result))</td><td class=\"optional\">\(HTML.escape(e.detail))</td></tr>"
@@ -245,7 +248,7 @@ extension APIHandlers {
             <p><label for="failures">Failed logins before lockout</label><input id="failures" name="loginFailures" type="number" min="1" value="\(settings.loginFailuresBeforeLockout)"\(disabled)></p>
             <p><label for="lockout">Lockout (seconds)</label><input id="lockout" name="lockoutSeconds" type="number" min="1" value="\(settings.lockoutSeconds)"\(disabled)></p></div>
             <h2>Point-in-time policy</h2>
-            <div class="grid"><p><label for="keepall">Keep every commit for (minutes)</label><input id="keepall" name="keepAllMinutes" type="number" min="0" value="\(settings.pitPolicy.keepEveryCommitFor / 60)"\(disabled)></p>
+            <div class="grid"><p><label for="keepall">Keep every commit for (seconds)</label><input id="keepall" name="keepAllSeconds" type="number" min="0" max="31536000" value="\(settings.pitPolicy.keepEveryCommitFor)"\(disabled)></p>
             <p><label for="rules">Rules, one per line: UNIT:INTERVAL:RETENTION (MINUTE, HOUR, DAY)</label><textarea id="rules" name="rules"\(disabled)>\(HTML.escape(rules))</textarea></p></div>
             \(admin ? "<button class=\"primary\" type=\"submit\">Save settings</button>" : "<p class=\"muted\">Only an admin changes settings.</p>")</form>
             <h2>Machines: replication and launch settings</h2>\(machineForms)
@@ -256,7 +259,8 @@ extension APIHandlers {
     @Sendable func consoleSettings(_ request: Request, _ context: APIRequestContext, _ principal: Principal) async throws -> Response {
         let form = try await ConsoleForm.read(request)
         try Self.checkCSRF(form, principal)
-        var settings = try await blocking { try catalog.controlSettings() }
+        let before = try await blocking { try catalog.controlSettings() }
+        var settings = before
         func int(_ name: String) throws -> Int? {
             guard let text = form.value(name), !text.isEmpty else { return nil }
             guard let value = Int(text) else { throw APIError(.badRequest, "settings.invalid", "\(name) must be a whole number, got '\(text)'") }
@@ -267,7 +271,12 @@ extension APIHandlers {
         if let v = try int("sessionHours") { settings.sessionHours = v }
         if let v = try int("loginFailures") { settings.loginFailuresBeforeLockout = v }
         if let v = try int("lockoutSeconds") { settings.lockoutSeconds = v }
-        if let v = try int("keepAllMinutes") { settings.pitPolicy.keepEveryCommitFor = Int64(v) * 60 }
+        if let v = try int("keepAllSeconds") {
+            guard (0...31_536_000).contains(v) else {
+                throw APIError(.badRequest, "settings.invalid", "keep every commit for 0 s to 1 year, got \(v) s")
+            }
+            settings.pitPolicy.keepEveryCommitFor = Int64(v)
+        }
         if let text = form.value("rules") {
             settings.pitPolicy.rules = try text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { line in
                 let parts = line.split(separator: ":")
@@ -279,7 +288,14 @@ extension APIHandlers {
         }
         try settings.validate()
         let stored = settings
-        context.audit.set(target: "settings", detail: "console")
+        var changed: [String] = []
+        if before.requireIncidentForRecovery != stored.requireIncidentForRecovery { changed.append("requireIncidentForRecovery=\(stored.requireIncidentForRecovery)") }
+        if before.pitPolicy != stored.pitPolicy { changed.append("pitPolicy") }
+        if before.drillOverdueDays != stored.drillOverdueDays { changed.append("drillOverdueDays=\(stored.drillOverdueDays)") }
+        if before.sessionHours != stored.sessionHours { changed.append("sessionHours=\(stored.sessionHours)") }
+        if before.loginFailuresBeforeLockout != stored.loginFailuresBeforeLockout { changed.append("loginFailuresBeforeLockout=\(stored.loginFailuresBeforeLockout)") }
+        if before.lockoutSeconds != stored.lockoutSeconds { changed.append("lockoutSeconds=\(stored.lockoutSeconds)") }
+        context.audit.set(target: "settings", detail: changed.isEmpty ? "no change" : changed.joined(separator: ", "))
         try await blocking { try catalog.setControlSettings(stored) }
         return seeOther("/settings?ok=" + HTML.component("Settings saved."))
     }

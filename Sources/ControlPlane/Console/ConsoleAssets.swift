@@ -139,6 +139,7 @@ enum ConsoleAssets {
             dialog.showModal();
             if (everyMatching) {
               list.textContent = "All " + everyMatching + " machines that match the filter launch, each from its latest recovery point. To choose earlier points, select machines on the page instead.";
+              $("#point-expected", dialog).value = String(everyMatching);
               $("#point-continue", dialog).focus();
               return;
             }
@@ -197,7 +198,8 @@ enum ConsoleAssets {
               if ($("dialog[open]") || document.hidden) return;
               const keep = new Set($$("input[name=machine]:checked").map(b => b.value));
               const r = await fetch(rows.dataset.fragment, { credentials: "same-origin" });
-              if (!r.ok) return;
+              // A session that ended answers with the login page: go there rather than into the table.
+              if (r.redirected || !r.ok) { if (r.redirected) location.reload(); return; }
               rows.innerHTML = await r.text();
               $$("input[name=machine]", rows).forEach(b => { b.checked = keep.has(b.value); });
               table.dispatchEvent(new Event("change"));
@@ -208,6 +210,7 @@ enum ConsoleAssets {
           const log = $("#job-log");
           if (log && log.dataset.stream) {
             const source = new EventSource(log.dataset.stream);
+            source.addEventListener("error", () => { if (source.readyState === EventSource.CLOSED) setTimeout(() => location.reload(), 2000); });
             source.addEventListener("event", e => {
               const ev = JSON.parse(e.data);
               const tr = document.createElement("tr");

@@ -10,10 +10,13 @@ extension APIHandlers {
             let paging = try Self.paging(request)
             let actor = Self.query(request, "actor")
             let action = Self.query(request, "action")
-            let entries = try await blocking {
-                try catalog.auditEntries(afterSeq: 0, limit: Int.max, newestFirst: true, actor: actor, action: action)
+            let (entries, total) = try await blocking {
+                (
+                    try catalog.auditEntries(limit: paging.limit, offset: paging.offset, newestFirst: true, actor: actor, action: action),
+                    try catalog.auditCount(actor: actor, action: action)
+                )
             }
-            return try JSONBody.response(Self.page(entries, paging, DTO.audit))
+            return try JSONBody.response(Page(items: entries.map(DTO.audit), total: total, offset: paging.offset, limit: paging.limit))
         }
 
         add(.get, "/api/v1/audit/verify") { request, _, _ in

@@ -119,11 +119,7 @@ extension APIHandlers {
                 return try Self.dryRun("terminate \(body.instances.joined(separator: ", "))")
             }
             let user = principal!.user
-            let job = try await blocking { () -> JobRecord in
-                let job = try catalog.createTerminateJob(instances: body.instances)
-                try catalog.linkJob(job.id, incident: nil, requestedBy: user)
-                return job
-            }
+            let job = try await blocking { try catalog.createTerminateJob(instances: body.instances, requestedBy: user) }
             context.audit.set(detail: "job \(job.id): terminate")
             return try JSONBody.response(DTO.job(job, incident: nil, requestedBy: user), status: .accepted)
         }
@@ -163,9 +159,7 @@ extension APIHandlers {
         audit.set(target: plan.targets.map(\.machine).joined(separator: ","), detail: summary)
         if dryRun { return LaunchOutcome(job: nil, incident: plan.incident, summary: summary) }
         let job = try await blocking { () -> JobRecord in
-            let job = try catalog.createLaunchJob(mode: mode, targets: plan.targets)
-            try catalog.linkJob(job.id, incident: plan.incident, requestedBy: user)
-            return job
+            try catalog.createLaunchJob(mode: mode, targets: plan.targets, incident: plan.incident, requestedBy: user)
         }
         audit.set(detail: "job \(job.id): \(summary)")
         metrics.launchRequested(mode: mode)

@@ -25,6 +25,9 @@ extension APIHandlers {
 
         add(.post, "/api/v1/logout") { request, context, principal in
             let principal = principal!
+            if try Self.isDryRun(request) {
+                throw APIError(.badRequest, "request.no-dry-run", "a logout cannot be a dry run: it only ends this session or token")
+            }
             try await blocking { _ = try catalog.revokeAccessToken(id: principal.tokenId) }
             context.audit.set(target: "token \(principal.tokenId)")
             var response = try JSONBody.response(["loggedOut": true])
@@ -62,6 +65,31 @@ extension APIHandlers {
         )) ?? Cookie(name: API.sessionCookie, value: "", maxAge: 0, path: "/", secure: true, httpOnly: true)
     }
 
+    /// Checks a password under the login throttle: 429 `auth.throttled` while the name or the address is locked,
+    /// 401 `auth.failed` for a wrong password, an unknown or disabled user. scrypt runs on its own two threads, so
+    /// a flood of logins cannot take the threads that serve the catalog.
+    func authenticatePassword(user: String, password: String, address: String, settings: ControlSettings) async throws -> UserRecord {
+        if let wait = throttle.begin(
+            user: user, address: address, limit: settings.loginFailuresBeforeLockout, windowSeconds: settings.lockoutSeconds
+        ) {
+            throw APIError(.tooManyRequests, "auth.throttled", "too many failed logins: try again in \(wait) s", headers: [.retryAfter: "\(wait)"])
+        }
+        let catalog = self.catalog
+        let valid = !user.isEmpty && user.count <= 128 && password.count <= 1024
+        let account = valid ? try await PasswordPool.run { try catalog.verifyPassword(user: user, password: password) } : nil
+        guard let account else {
+            metrics.loginFailed()
+            throw APIError(.unauthorized, "auth.failed", "wrong user name or password (or the account is disabled)")
+        }
+        throttle.succeeded(user: user, address: address)
+        // Expired sessions are dropped now and then (each login is a good moment).
+        if Int.random(in: 0..<20) == 0 {
+            let cutoff = self.now
+            _ = try? await blocking { try catalog.deleteExpiredSessions(olderThan: cutoff) }
+        }
+        return account
+    }
+
     /// `POST /login`: JSON `{user, password, token?}` or a form post (`user`, `password`) from the console.
     /// Throttled per user name and per address; every refusal is in the audit log.
     private func login(_ request: Request, context: APIRequestContext) async throws -> Response {
@@ -69,6 +97,10 @@ extension APIHandlers {
         let body: LoginRequest
         let contentType = request.headers[.contentType]?.lowercased() ?? ""
         if contentType.hasPrefix("application/x-www-form-urlencoded") {
+            // A form can be posted from another site without a preflight: refuse that (login CSRF).
+            if let site = request.headers[.init("Sec-Fetch-Site")!], site != "same-origin", site != "none" {
+                throw APIError(.forbidden, "auth.cross-site", "log in from the console's own page, not from another site")
+            }
             let buffer = try await request.collectBody(upTo: API.maxBodyBytes)
             let form: [String: String]
             do {
@@ -84,20 +116,12 @@ extension APIHandlers {
             body = try await JSONBody.decode(LoginRequest.self, from: request)
         }
         context.audit.set(actor: body.user, target: "user \(body.user)", detail: body.token == nil ? "session" : "api token \(body.token!.name)")
+        if try Self.isDryRun(request) {
+            throw APIError(.badRequest, "request.no-dry-run", "a login cannot be a dry run: it only issues a session or a token")
+        }
         let catalog = self.catalog
         let settings = try await blocking { try catalog.controlSettings() }
-        let keys = ["user:" + body.user, "address:" + context.remoteAddress]
-        if let wait = throttle.retryAfter(keys) {
-            throw APIError(.tooManyRequests, "auth.throttled", "too many failed logins: try again in \(wait) s", headers: [.retryAfter: "\(wait)"])
-        }
-        let password = body.password
-        let user = body.user
-        guard let account = try await blocking({ try catalog.verifyPassword(user: user, password: password) }) else {
-            throttle.failed(user: user, address: context.remoteAddress, limit: settings.loginFailuresBeforeLockout, windowSeconds: settings.lockoutSeconds)
-            metrics.loginFailed()
-            throw APIError(.unauthorized, "auth.failed", "wrong user name or password (or the account is disabled)")
-        }
-        throttle.succeeded("user:" + user)
+        let account = try await authenticatePassword(user: body.user, password: body.password, address: context.remoteAddress, settings: settings)
         if let token = body.token {
             try Self.checkTokenName(token.name)
             let days = token.days ?? 90

@@ -82,7 +82,7 @@ struct AccessCheck: Sendable {
             var checks: [AccessHolderCheckDTO] = []
             for user in holders {
                 var problems: [String] = []
-                if let wait = throttle.retryAfter(["user:" + user.name]) {
+                if let wait = throttle.retryAfter(user: user.name) {
                     problems.append("locked out after failed logins for another \(wait) s")
                 }
                 var probes: [AccessProbeDTO] = []
@@ -125,7 +125,7 @@ struct AccessCheck: Sendable {
             let collector = BodyCollector()
             try await response.body.write(CollectingWriter(collector: collector))
             let collected = collector.buffer.withLock { $0 }
-            code = (try? JSONBody.decode(APIErrorBody.self, from: Data(collected.readableBytesView), contentType: nil))?.error.code
+            code = (try? JSONDecoder().decode(APIErrorBody.self, from: Data(collected.readableBytesView)))?.error.code
         }
         let refused = response.status == .unauthorized || (response.status == .forbidden && (code?.hasPrefix("auth.") ?? true))
         return AccessProbeDTO(

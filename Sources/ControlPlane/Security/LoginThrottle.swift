@@ -5,8 +5,11 @@ import Synchronization
 /// window — or four times as many from one address, so that people behind one NAT or proxy do not lock each
 /// other out with a few typos — further attempts for it are refused (even with the right password) until the
 /// window has passed. (Anyone can lock a named user out for a window this way; that is the price of stopping
-/// guessing, and the lock ends by itself.) In memory: a restart forgets it, which only helps an attacker who can restart the
-/// server — and that one has the catalog anyway.
+/// guessing, and the lock ends by itself.)
+///
+/// An attempt counts as a failure from the moment it starts (`begin`) until it succeeds (`succeeded` takes it
+/// back), so many attempts in parallel cannot all slip in before the first failure is recorded. In memory: a
+/// restart forgets it; old entries are dropped and the map is bounded.
 final class LoginThrottle: Sendable {
     private struct Record {
         var failures: [Int64] = []
@@ -15,51 +18,76 @@ final class LoginThrottle: Sendable {
 
     private let records = Mutex<[String: Record]>([:])
     private let clock: any WallClock
+    static let maximumEntries = 50_000
 
     init(clock: any WallClock = SystemWallClock()) {
         self.clock = clock
     }
 
-    /// Seconds until `keys` may try again, or nil when they may now.
-    func retryAfter(_ keys: [String]) -> Int64? {
+    /// The keys of an attempt (a user name is cut to its first 128 characters).
+    static func keys(user: String, address: String) -> (user: String, address: String) {
+        ("user:" + String(user.prefix(128)), "address:" + address)
+    }
+
+    /// Starts an attempt: the seconds to wait when `user` or `address` is locked (nothing recorded), else nil and
+    /// the attempt is counted as a failure until `succeeded`.
+    func begin(user: String, address: String, limit: Int, windowSeconds: Int) -> Int64? {
         let now = clock.now().nanoseconds
+        let window = Int64(windowSeconds) * 1_000_000_000
+        let keys = Self.keys(user: user, address: address)
         return records.withLock { records in
-            let waits = keys.compactMap { key -> Int64? in
+            let waits = [keys.user, keys.address].compactMap { key -> Int64? in
                 guard let until = records[key]?.lockedUntil, until > now else { return nil }
                 return (until - now + 999_999_999) / 1_000_000_000
             }
-            return waits.max()
-        }
-    }
-
-    /// Records a failed login of `user` from `address`: the user is locked at `limit` failures within
-    /// `windowSeconds`, the address at four times that.
-    func failed(user: String, address: String, limit: Int, windowSeconds: Int) {
-        failed([("user:" + user, limit), ("address:" + address, limit * 4)], windowSeconds: windowSeconds)
-    }
-
-    /// Records a failed attempt for each key; locks a key at its limit within `windowSeconds`.
-    func failed(_ keys: [(key: String, limit: Int)], windowSeconds: Int) {
-        let now = clock.now().nanoseconds
-        let window = Int64(windowSeconds) * 1_000_000_000
-        records.withLock { records in
-            for (key, limit) in keys {
+            if let wait = waits.max() { return wait }
+            for (key, keyLimit) in [(keys.user, limit), (keys.address, limit * 4)] {
                 var record = records[key] ?? Record()
                 record.failures = record.failures.filter { now - $0 < window } + [now]
-                if record.failures.count >= limit {
+                if record.failures.count >= keyLimit {
                     record.lockedUntil = now + window
                     record.failures = []
                 }
                 records[key] = record
             }
-            if records.count > 100_000 {
-                records = records.filter { !$0.value.failures.isEmpty || $0.value.lockedUntil > now }
+            if records.count > Self.maximumEntries { Self.prune(&records, now: now, window: window) }
+            return nil
+        }
+    }
+
+    /// Seconds until `user` may try again, or nil (for the access check).
+    func retryAfter(user: String) -> Int64? {
+        let now = clock.now().nanoseconds
+        return records.withLock { records in
+            guard let until = records[Self.keys(user: user, address: "").user]?.lockedUntil, until > now else { return nil }
+            return (until - now + 999_999_999) / 1_000_000_000
+        }
+    }
+
+    /// A successful login: the user's failures are forgotten and the attempt is taken back from the address.
+    func succeeded(user: String, address: String) {
+        let keys = Self.keys(user: user, address: address)
+        records.withLock { records in
+            records.removeValue(forKey: keys.user)
+            if var record = records[keys.address], !record.failures.isEmpty {
+                record.failures.removeLast()
+                records[keys.address] = record
             }
         }
     }
 
-    /// A successful login clears the user's failures (not the address's: one address may try many names).
-    func succeeded(_ key: String) {
-        _ = records.withLock { $0.removeValue(forKey: key) }
+    /// Drops failures older than the window and unlocked entries without failures; if still too many, the
+    /// entries with the oldest activity.
+    private static func prune(_ records: inout [String: Record], now: Int64, window: Int64) {
+        records = records.compactMapValues { record in
+            var record = record
+            record.failures = record.failures.filter { now - $0 < window }
+            return record.failures.isEmpty && record.lockedUntil <= now ? nil : record
+        }
+        if records.count > maximumEntries {
+            let keep = records.sorted { ($0.value.failures.last ?? $0.value.lockedUntil) > ($1.value.failures.last ?? $1.value.lockedUntil) }
+                .prefix(maximumEntries / 2)
+            records = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
+        }
     }
 }

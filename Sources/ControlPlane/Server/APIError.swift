@@ -49,7 +49,9 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         let status: HTTPResponse.Status
         switch code {
         case _ where code.hasSuffix(".unknown") || code.hasPrefix("store.unknown"): status = .notFound
-        case _ where code.hasSuffix(".exists"), "user.last-admin", "application.in-use", "incident.closed", "instance.terminated", "instance.busy":
+        case _ where code.hasSuffix(".exists"), "user.last-admin", "application.in-use", "incident.closed", "instance.terminated", "instance.busy",
+            "launch.no-point", "launch.nothing-protected", "launch.incident-ambiguous", "application.empty", "store.no-consistent-point",
+            "launch.selection-changed":
             status = .conflict
         case "launch.incident-required": status = .forbidden
         case _ where code.hasPrefix("catalog.") || code.hasPrefix("system.") || ["store.corrupt", "store.io", "store.locked"].contains(code):

@@ -19,6 +19,7 @@ struct APIHandlers: Sendable {
     let logger: Logger
     let throttle: LoginThrottle
     let responder = ResponderBox()
+    let auditVerifier = AuditVerifier()
 
     init(
         catalog: Catalog, store: Store, metrics: ControlPlaneMetrics, version: String, enrollmentFingerprint: String?,
@@ -32,6 +33,22 @@ struct APIHandlers: Sendable {
         self.clock = clock
         self.logger = logger
         self.throttle = LoginThrottle(clock: clock)
+    }
+
+    /// The console's audit page shows the chain's state on every view: the whole chain is verified again when
+    /// the log grew or a minute has passed (`GET /api/v1/audit/verify` always verifies it whole).
+    final class AuditVerifier: Sendable {
+        private let last = Mutex<(count: Int, at: ContinuousClock.Instant, result: AuditVerification)?>(nil)
+
+        func verify(_ catalog: Catalog) throws -> AuditVerification {
+            let count = try catalog.auditCount()
+            if let cached = last.withLock({ $0 }), cached.count == count, ContinuousClock.now - cached.at < .seconds(60) {
+                return cached.result
+            }
+            let result = try catalog.verifyAudit()
+            last.withLock { $0 = (count, ContinuousClock.now, result) }
+            return result
+        }
     }
 
     typealias Handler = @Sendable (Request, APIRequestContext, Principal?) async throws -> Response

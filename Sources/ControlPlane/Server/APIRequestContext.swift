@@ -20,15 +20,19 @@ public struct Principal: Sendable {
 /// What a handler tells the audit middleware about the request it served (a class so that what the handler
 /// writes reaches the middleware that called it).
 final class AuditNote: Sendable {
-    private let state = Mutex<(actor: String?, target: String?, detail: String?)>((nil, nil, nil))
+    private let state = Mutex<(actor: String?, target: String?, detail: String?, errorCode: String?)>((nil, nil, nil, nil))
 
-    func set(actor: String? = nil, target: String? = nil, detail: String? = nil) {
+    func set(actor: String? = nil, target: String? = nil, detail: String? = nil, errorCode: String? = nil) {
         state.withLock {
             if let actor { $0.actor = actor }
             if let target { $0.target = target }
             if let detail { $0.detail = detail }
+            if let errorCode { $0.errorCode = errorCode }
         }
     }
+
+    /// A refusal the handler answered itself (the console's redirect back with a message) instead of throwing.
+    var errorCode: String? { state.withLock { $0.errorCode } }
 
     var actor: String? { state.withLock { $0.actor } }
     var target: String? { state.withLock { $0.target } }

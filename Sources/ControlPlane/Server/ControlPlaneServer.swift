@@ -76,11 +76,13 @@ public struct ControlPlaneServer: Sendable {
         api.registerConsole(on: router)
         let responder = router.buildResponder()
         api.responder.set(responder)
+        // Idle connections (also ones that never finish a TLS handshake) are closed after a minute.
+        let http = HTTP1Channel.Configuration(idleTimeout: .seconds(60))
         let server: HTTPServerBuilder =
             if let tls = configuration.tls {
-                try .tls(.http1(), tlsConfiguration: tls)
+                try .tls(.http1(configuration: http), tlsConfiguration: tls)
             } else {
-                .http1()
+                .http1(configuration: http)
             }
         return Application(
             responder: responder,

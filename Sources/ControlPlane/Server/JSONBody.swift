@@ -35,8 +35,12 @@ enum JSONBody {
     }
 
     static func decode<T: Decodable>(_ type: T.Type, from data: Data, contentType: String?) throws -> T {
-        if let contentType, !contentType.lowercased().hasPrefix("application/json") {
-            throw APIError(.unsupportedMediaType, "request.content-type", "send the body as application/json (got \(contentType))")
+        // Required, not only checked when present: a cross-site "simple" request (no preflight) cannot send it.
+        guard let contentType, contentType.lowercased().hasPrefix("application/json") else {
+            throw APIError(
+                .unsupportedMediaType, "request.content-type",
+                "send the body as application/json (Content-Type: \(contentType ?? "missing"))"
+            )
         }
         guard !data.isEmpty else {
             throw APIError(.badRequest, "request.empty-body", "this request needs a JSON body")

@@ -17,15 +17,26 @@ struct OutcomeMiddleware: RouterMiddleware {
         var response: Response
         var errorCode: String?
         do {
+            // Fail closed: a change that could not be recorded is not made.
+            if request.method != .get && request.method != .head && request.method != .options,
+                try await !Blocking.run({ [catalog] in try catalog.auditRecordable() })
+            {
+                throw APIError(
+                    .serviceUnavailable, "audit.damaged",
+                    "the audit log's head is missing (the catalog was changed outside Lifeboat): nothing can be changed until the catalog is restored from a backup; `lifeboat audit verify` shows what was changed"
+                )
+            }
             response = try await next(request, context)
         } catch let error as APIError {
             errorCode = error.code
             response = try error.response(from: request, context: context)
         } catch let error as LifeboatError {
-            let api = APIError.from(error)
+            var api = APIError.from(error)
             errorCode = api.code
             if api.status == .internalServerError {
                 logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error.detailedDescription())"])
+                // Paths and database messages stay in the server's log.
+                api.message = "the server could not complete the request (\(api.code)): its log has the details"
             }
             response = try api.response(from: request, context: context)
         } catch let error as any HTTPResponseError {
@@ -65,13 +76,31 @@ struct OutcomeMiddleware: RouterMiddleware {
         }
         response.headers[.init("X-Content-Type-Options")!] = "nosniff"
         response.headers[.init("X-Frame-Options")!] = "DENY"
-        response.headers[.init("Referrer-Policy")!] = "no-referrer"
+        response.headers[.init("Referrer-Policy")!] = "same-origin"
         response.headers[.strictTransportSecurity] = "max-age=31536000"
 
-        if request.method != .get && request.method != .head && request.method != .options && !context.isProbe {
-            await record(request, context: context, response: response, errorCode: errorCode)
+        if request.method != .get && request.method != .head && request.method != .options && !context.isProbe
+            && Self.worthRecording(context: context, errorCode: errorCode)
+        {
+            await record(request, context: context, response: response, errorCode: errorCode ?? context.audit.errorCode)
         }
         return response
+    }
+
+    /// Every request that changes state is recorded, and every refusal of someone who logged in, and every failed
+    /// login. Not recorded, so that anonymous noise cannot flood the log: requests without credentials to routes
+    /// that need them (401), unknown routes asked anonymously, and logins refused by the throttle (the failures
+    /// that caused the lock are in the log).
+    static func worthRecording(context: Context, errorCode: String?) -> Bool {
+        if errorCode == "auth.throttled" { return false }
+        // The authentication middleware (inside this one) names the caller in the note; a login names who tried.
+        if context.audit.actor != nil { return true }
+        return context.endpointPath == "/api/v1/login" || context.endpointPath == "/login"
+    }
+
+    /// Fields are cut to a length a person reads, so that a huge value in a request cannot bloat the log.
+    static func clip(_ text: String, _ limit: Int = 256) -> String {
+        text.count <= limit ? text : String(text.prefix(limit)) + "…"
     }
 
     private func record(_ request: Request, context: Context, response: Response, errorCode: String?) async {
@@ -82,11 +111,14 @@ struct OutcomeMiddleware: RouterMiddleware {
         let action = "\(request.method) \(template)"
         let target = context.audit.target ?? request.uri.path
         let result = "\(response.status.code)" + (errorCode.map { " \($0)" } ?? "")
-        let detail = context.audit.detail ?? ""
+        let detail = Self.clip(context.audit.detail ?? "", 1024)
         let source = context.remoteAddress
         do {
             _ = try await Blocking.run {
-                try catalog.appendAudit(actor: actor, action: action, target: target, source: source, result: result, detail: detail)
+                try catalog.appendAudit(
+                    actor: Self.clip(actor), action: Self.clip(action), target: Self.clip(target), source: source, result: result,
+                    detail: detail
+                )
             }
         } catch {
             // The request's effect already happened: the failure to record it must be loud.
@@ -109,7 +141,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         } catch let error as APIError where error.status == .unauthorized || error.code == "auth.csrf" {
             // A stale cookie or token must not stand between a person and the login form or the health check.
             // The console's pages handle "not logged in" themselves (a redirect to the login page).
-            guard RouteTable.isPublic(method: request.method.rawValue, path: context.endpointPath) || !Self.isAPI(request) else {
+            guard RouteTable.isPublic(method: request.method.rawValue, path: context.endpointPath) || !Self.isAPI(request, context) else {
                 throw error
             }
             authenticated = context
@@ -117,9 +149,12 @@ struct AuthenticationMiddleware: RouterMiddleware {
         return try await next(request, authenticated)
     }
 
-    /// The REST API and metrics (JSON errors, CSRF in a header) as opposed to the console's pages.
-    static func isAPI(_ request: Request) -> Bool {
-        request.uri.path.hasPrefix("/api/") || request.uri.path == "/metrics"
+    /// The REST API and metrics (JSON errors, CSRF in a header) as opposed to the console's pages — decided by
+    /// the route the router matched, not the raw path (`//api/v1/users` reaches `/api/v1/users`), and a path no
+    /// console route matched counts as API (the strict side).
+    static func isAPI(_ request: Request, _ context: APIRequestContext) -> Bool {
+        guard let route = context.endpointPath, route != "NotFound" else { return true }
+        return route.hasPrefix("/api/") || route == "/metrics"
     }
 
     private func authenticate(_ request: Request, context: Context) async throws -> Context {
@@ -147,11 +182,10 @@ struct AuthenticationMiddleware: RouterMiddleware {
             guard let found = try await Blocking.run({ try catalog.authenticate(secret: cookie) }),
                 found.token.kind == .session
             else {
-                context.audit.set(actor: "anonymous (expired session)")
                 throw APIError(.unauthorized, "auth.session-expired", "your session has ended: log in again")
             }
             // The console's forms carry the token as a field, which its handlers check.
-            if request.method != .get && request.method != .head && request.method != .options && Self.isAPI(request) {
+            if request.method != .get && request.method != .head && request.method != .options && Self.isAPI(request, context) {
                 let presented = request.headers[.init(API.csrfHeader)!] ?? ""
                 guard let csrf = found.csrf, ConstantTime.equal(presented, csrf) else {
                     throw APIError(

@@ -38,14 +38,14 @@ public enum LaunchPlanner {
             let names = try catalog.machines(application: application).map(\.name)
             guard !names.isEmpty else {
                 throw LifeboatError(
-                    "launch.no-machines",
+                    "application.empty",
                     "application \(application) has no machines: assign some with `lifeboat machines configure NAME --application \(application)`"
                 )
             }
             return names
         case .all:
             let names = try catalog.machines().map(\.name)
-            guard !names.isEmpty else { throw LifeboatError("launch.no-machines", "no machine is protected yet") }
+            guard !names.isEmpty else { throw LifeboatError("launch.nothing-protected", "no machine is protected yet") }
             return names
         }
     }
