@@ -13,15 +13,15 @@ public enum HTTPVerb: String, Sendable {
     var nio: HTTPMethod { HTTPMethod(rawValue: rawValue) }
 }
 
-/// A client of Lifeboat's REST API: JSON in and out, an API token, the server's CA pinned. An error answer
-/// becomes a `LifeboatError` with the server's code and message; an unreachable server says so.
+/// A client of Lifeboat's REST API: JSON in and out, an API token, the server's CA as the only trust root when
+/// given. An error answer becomes a `LifeboatError` with the server's code and message; an unreachable server says so.
 public final class APIClient: Sendable {
     public let baseURL: String
     private let token: String?
     private let http: HTTPClient
 
     /// - Parameters:
-    ///   - baseURL: `https://host:8443` (plain `http://` only for a loopback server).
+    ///   - baseURL: `https://host:8443` (plain `http://` only for a loopback server; anything else is refused).
     ///   - caPEM: the server's CA certificate (PEM); nil = the system's trust store.
     public init(baseURL: String, token: String?, caPEM: String?) throws {
         var base = baseURL
