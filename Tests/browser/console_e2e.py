@@ -6,10 +6,8 @@ two recovery points, a command launcher and the users admin, olga (operator), da
 Usage: console_e2e.py URL SERVER_CERT_PEM ARTIFACT_DIR EARLIER_POINT_ID PASSWORD_SUFFIX
 Exits 0 when every flow passed; prints what it checked.
 """
-import base64, hashlib, os, sys, time
+import base64, hashlib, os, subprocess, sys, time
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -24,8 +22,8 @@ os.makedirs(ARTIFACTS, exist_ok=True)
 
 def spki_hash(path):
     """Chromium trusts exactly this certificate's key (no blanket 'ignore certificate errors')."""
-    cert = x509.load_pem_x509_certificate(open(path, "rb").read())
-    der = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", path], check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=public, check=True, capture_output=True).stdout
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
