@@ -63,7 +63,8 @@ public struct MachineRecord: Sendable, Equatable {
 
     /// The application the machine belongs to (launched together with `--application`), if any.
     public var application: String?
-    /// How the machine is launched (`lifeboat machines configure`).
+    /// How the machine is launched: its own settings (`lifeboat machines configure`), else its application's, else
+    /// the server's default launch settings, else the built-in defaults.
     public var launchSettings: LaunchSettings
     /// The DR lifecycle as last recorded; `DRLifecycle.effective` turns an old TESTED_RECENTLY into TEST_OVERDUE.
     public var drLifecycle: DRLifecycle
@@ -161,12 +162,20 @@ public struct MachineRecord: Sendable, Equatable {
 }
 
 extension MachineRecord {
-    /// The columns `init(row:volumes:)` reads, for `SELECT \(MachineRecord.columns) FROM machines`.
+    /// The columns `init(row:volumes:)` reads, for `SELECT \(MachineRecord.columns) FROM machines`. The launch
+    /// settings are the ones that apply: the machine's own, else its application's, else the server's default
+    /// launch settings (`lifeboat settings`), else the built-in defaults.
     static let columns = """
         name, certificate_serial, certificate_expires, enrolled_at, removed_at, connected, address, agent_version,
         last_seen, state, state_reason, backlog_bytes, synced_bytes, total_bytes, throughput, last_point,
         last_sequence, last_point_capture_time, last_consistent_capture_time, throttle_mbps, max_freeze_ms, paused,
-        application, launch_settings, dr_lifecycle, last_drill_at, last_drill_passed_at
+        application,
+        coalesce(
+            launch_settings,
+            (SELECT a.launch_settings FROM applications a WHERE a.name = machines.application),
+            (SELECT json_extract(s.value, '$.defaultLaunchSettings') FROM settings s WHERE s.key = 'control')
+        ) AS launch_settings,
+        dr_lifecycle, last_drill_at, last_drill_passed_at
         """
 
     init(row: Row, volumes: [VolumeRecord]) {

@@ -6,6 +6,31 @@ import Testing
 
 @Suite("Catalog: applications")
 struct ApplicationTests {
+    @Test("launch settings that apply: the machine's own, else its application's, else the server default, else built-in")
+    func effectiveLaunchSettings() throws {
+        let f = try LaunchCatalogTests.fixture("web")
+        let builtIn = LaunchSettings()
+        #expect(try f.catalog.machine(named: "web")?.launchSettings == builtIn)
+        var serverDefault = LaunchSettings()
+        serverDefault.memoryMiB = 1024
+        var settings = try f.catalog.controlSettings()
+        settings.defaultLaunchSettings = serverDefault
+        try f.catalog.setControlSettings(settings)
+        #expect(try f.catalog.machine(named: "web")?.launchSettings == serverDefault, "the server's default")
+        var shopSettings = LaunchSettings()
+        shopSettings.vcpus = 4
+        try f.catalog.createApplication(name: "shop")
+        try f.catalog.updateApplication(name: "shop", launchSettings: .set(shopSettings))
+        try f.catalog.setApplication(machine: "web", "shop")
+        #expect(try f.catalog.machine(named: "web")?.launchSettings == shopSettings, "the application's")
+        #expect(try f.catalog.machinesPage(filter: MachineFilter(), offset: 0, limit: 10).machines.first { $0.name == "web" }?.launchSettings == shopSettings)
+        var own = LaunchSettings()
+        own.memoryMiB = 2048
+        try f.catalog.setLaunchSettings(machine: "web", own)
+        #expect(try f.catalog.machine(named: "web")?.launchSettings == own, "the machine's own")
+        #expect(try f.catalog.machines().first { $0.name == "web" }?.launchSettings == own)
+    }
+
     @Test("createApplication: its fields, no machines; listed by name; survives a reopen")
     func create() throws {
         let f = try LaunchCatalogTests.fixture()
