@@ -139,6 +139,15 @@ struct ControlPlaneCLITests {
         #expect(metrics.contains("lifeboat_store_bytes"))
         #expect(metrics.contains("http_server_request_duration"), "API latency is measured")
 
+        // On a terminal, `launch --wait` shows a progress bar on stderr while it waits (util-linux `script` gives it
+        // a pseudo-terminal).
+        let olgaConfig = people.configDirectory("olga")
+        let command = "LIFEBOAT_CONFIG_DIR=\(olgaConfig) \(ReplicationSite.binary) launch --mode test web --wait"
+        let tty = try Processes.run("/usr/bin/script", ["-qec", command, "/dev/null"])
+        #expect(tty.status == 0, "launch on a terminal: \(tty.stdout) \(tty.stderr)")
+        #expect(tty.stdout.contains("░") || tty.stdout.contains("█"), "a progress bar while waiting: \(tty.stdout)")
+        #expect(tty.stdout.contains("LAUNCHED"), "\(tty.stdout)")
+
         // Logging out revokes the stored token.
         let out = try people.run("olga", ["logout"])
         #expect(out.status == 0)
