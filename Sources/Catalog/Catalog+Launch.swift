@@ -302,6 +302,28 @@ extension Catalog {
         }
     }
 
+    /// One page of jobs, newest first (of one status when given), each with its incident and requester, and how
+    /// many there are: paged by SQLite, so a page costs the same however long the history.
+    public func jobsPage(status: JobStatus?, offset: Int, limit: Int) throws
+        -> (jobs: [(job: JobRecord, incident: String?, requestedBy: String?)], total: Int)
+    {
+        try read { db in
+            let condition = status == nil ? "" : "WHERE status = ?"
+            let filter: [(any DatabaseValueConvertible)?] = status.map { [$0.rawValue] } ?? []
+            let total = try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs \(condition)", arguments: StatementArguments(filter)) ?? 0
+            let rows = try Row.fetchAll(
+                db,
+                sql: "SELECT id, incident, requested_by FROM jobs \(condition) ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                arguments: StatementArguments(filter + [max(0, limit), max(0, offset)])
+            )
+            let jobs = try rows.compactMap { row -> (job: JobRecord, incident: String?, requestedBy: String?)? in
+                guard let job = try Catalog.fetchJob(db, row["id"]) else { return nil }
+                return (job, row["incident"], row["requested_by"])
+            }
+            return (jobs, total)
+        }
+    }
+
     /// A job's log after event `after` (0: from the start), oldest first.
     public func jobEvents(job: String, after: Int64 = 0) throws -> [JobEvent] {
         try read { db in

@@ -6,6 +6,30 @@ import Testing
 
 @Suite("Catalog: incidents")
 struct IncidentTests {
+    @Test("jobsPage: newest first, paged, filtered by status, each with its incident and requester")
+    func jobsPage() throws {
+        let f = try LaunchCatalogTests.fixture("web", "db")
+        let incident = try f.catalog.declareIncident(title: "paging", severity: .low, applications: [], by: "dave")
+        var made: [String] = []
+        for (index, machine) in ["web", "db", "web"].enumerated() {
+            f.clock.advance(seconds: 1)
+            let job = try f.catalog.createLaunchJob(
+                mode: index == 1 ? .recovery : .test, targets: [LaunchCatalogTests.target(machine)],
+                incident: index == 1 ? incident.id : nil, requestedBy: "olga"
+            )
+            made.append(job.id)
+        }
+        let first = try f.catalog.jobsPage(status: nil, offset: 0, limit: 2)
+        #expect(first.total == 3)
+        #expect(first.jobs.map(\.job.id) == [made[2], made[1]])
+        #expect(first.jobs[1].incident == incident.id && first.jobs[1].requestedBy == "olga")
+        #expect(first.jobs[0].incident == nil)
+        let second = try f.catalog.jobsPage(status: nil, offset: 2, limit: 2)
+        #expect(second.total == 3 && second.jobs.map(\.job.id) == [made[0]])
+        #expect(try f.catalog.jobsPage(status: .pending, offset: 0, limit: 10).total == 3)
+        #expect(try f.catalog.jobsPage(status: .completed, offset: 0, limit: 10).jobs.isEmpty)
+    }
+
     /// Machines web-1 and db-1 in application `shop`, and an application `blog`.
     static func fixture() throws -> CatalogFixture {
         let f = try LaunchCatalogTests.fixture("web-1", "db-1")

@@ -39,13 +39,15 @@ extension APIHandlers {
                     "status must be PENDING, STARTED or COMPLETED, got '\(Self.query(request, "status") ?? "")'"
                 )
             }
-            let jobs = try await blocking { () -> [(JobRecord, String?, String?)] in
-                try catalog.jobs(limit: 100_000).filter { status == nil || $0.status.rawValue == status }.map { job in
-                    let link = try catalog.jobIncident(job.id)
-                    return (job, link.incident, link.requestedBy)
-                }
+            let found = try await blocking {
+                try catalog.jobsPage(status: status.flatMap(JobStatus.init(rawValue:)), offset: paging.offset, limit: paging.limit)
             }
-            return try JSONBody.response(Self.page(jobs, paging) { DTO.job($0.0, incident: $0.1, requestedBy: $0.2) })
+            return try JSONBody.response(
+                Page(
+                    items: found.jobs.map { DTO.job($0.job, incident: $0.incident, requestedBy: $0.requestedBy) },
+                    total: found.total, offset: paging.offset, limit: paging.limit
+                )
+            )
         }
 
         add(.get, "/api/v1/jobs/{id}") { _, context, _ in
