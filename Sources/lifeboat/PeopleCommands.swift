@@ -1,5 +1,6 @@
 import ArgumentParser
 import Catalog
+import ControlPlane
 import ControlPlaneClient
 import Foundation
 import LifeboatAPI
@@ -37,12 +38,7 @@ struct UsersList: AsyncParsableCommand {
             case .local(let data):
                 let catalog = try data.openCatalog()
                 defer { catalog.close() }
-                users = try catalog.users().map { u in
-                    UserDTO(
-                        name: u.name, roles: u.roles.sorted(), createdAt: u.createdAt.rfc3339,
-                        passwordChangedAt: u.passwordChangedAt.rfc3339, disabled: u.disabledAt != nil
-                    )
-                }
+                users = try catalog.users().map(DTO.user)
             }
             if json { return try printJSON(users) }
             printTable(
@@ -171,12 +167,7 @@ struct AuditList: AsyncParsableCommand {
             case .local(let data):
                 let catalog = try data.openCatalog()
                 defer { catalog.close() }
-                entries = try catalog.auditEntries(afterSeq: 0, limit: limit, newestFirst: true, actor: actor, action: nil).map { e in
-                    AuditEntryDTO(
-                        seq: e.seq, time: e.time.rfc3339, actor: e.actor, action: e.action, target: e.target, source: e.source,
-                        result: e.result, detail: e.detail, hash: e.hash
-                    )
-                }
+                entries = try catalog.auditEntries(afterSeq: 0, limit: limit, newestFirst: true, actor: actor, action: nil).map(DTO.audit)
             }
             if json { return try printJSON(entries) }
             printTable(
@@ -206,11 +197,7 @@ struct AuditVerify: AsyncParsableCommand {
             case .local(let data):
                 let catalog = try data.openCatalog()
                 defer { catalog.close() }
-                let v = try catalog.verifyAudit(expectHead: expectHead)
-                result = AuditVerificationDTO(
-                    intact: v.intact, entries: v.entries, headSeq: v.headSeq, headHash: v.headHash,
-                    problems: v.problems.map { AuditProblemDTO(seq: $0.seq, kind: $0.kind.rawValue, message: $0.message) }
-                )
+                result = DTO.verification(try catalog.verifyAudit(expectHead: expectHead))
             }
             if json {
                 try printJSON(result)

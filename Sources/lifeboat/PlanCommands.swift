@@ -1,10 +1,10 @@
 import ArgumentParser
 import Catalog
+import ControlPlane
 import ControlPlaneClient
 import Foundation
 import LifeboatAPI
 import LifeboatCore
-import StagingStore
 
 // `points`, `applications`, `incidents`, `settings`: the incident-response plan, through the API (`points` also
 // works on the server host with --data).
@@ -41,12 +41,7 @@ struct PointsCommand: AsyncParsableCommand {
                 guard try catalog.machine(named: machine) != nil else {
                     throw LifeboatError("machine.unknown", "there is no machine named \(machine): `lifeboat machines` lists them")
                 }
-                points = try catalog.points(machine: machine, limit: limit).map { p in
-                    PointDTO(
-                        id: "\(PointID(raw: p.point))", sequence: p.sequence, captureTime: p.captureTime.rfc3339,
-                        committedAt: p.committedAt.rfc3339, consistent: p.consistent, changedBytes: p.changedBytes
-                    )
-                }
+                points = try catalog.points(machine: machine, limit: limit).map(DTO.point)
             }
             if json { return try printJSON(points) }
             printTable(
@@ -189,7 +184,7 @@ struct IncidentsList: AsyncParsableCommand {
             case .local(let data):
                 let catalog = try data.openCatalog()
                 defer { catalog.close() }
-                incidents = try catalog.incidents(status: open ? .open : nil).map(incidentDTO)
+                incidents = try catalog.incidents(status: open ? .open : nil).map(DTO.incident)
             }
             if json { return try printJSON(incidents) }
             printTable(
@@ -244,7 +239,7 @@ struct IncidentsDeclare: AsyncParsableCommand {
                 let catalog = try data.openCatalog()
                 defer { catalog.close() }
                 let who = localActor()
-                i = incidentDTO(try catalog.declareIncident(title: title, severity: level, applications: application, by: who))
+                i = DTO.incident(try catalog.declareIncident(title: title, severity: level, applications: application, by: who))
                 _ = try catalog.appendAudit(
                     actor: who, action: "CLI incidents declare", target: "incident \(i.id)", source: "local", result: "201",
                     detail: "declare \(level.rawValue): \(title)"
@@ -275,7 +270,7 @@ struct IncidentsClose: AsyncParsableCommand {
                 let catalog = try data.openCatalog()
                 defer { catalog.close() }
                 let who = localActor()
-                i = incidentDTO(try catalog.closeIncident(id: id, summary: summary, by: who))
+                i = DTO.incident(try catalog.closeIncident(id: id, summary: summary, by: who))
                 _ = try catalog.appendAudit(
                     actor: who, action: "CLI incidents close", target: "incident \(id)", source: "local", result: "200", detail: "close"
                 )
@@ -376,14 +371,4 @@ func parseRule(_ text: String) throws -> RetentionPolicy.Rule {
         throw LifeboatError("cli.bad-rule", "rule '\(text)' must look like HOUR:1:24 (UNIT:INTERVAL:RETENTION)")
     }
     return RetentionPolicy.Rule(unit: unit, interval: interval, retentionDuration: retention)
-}
-
-/// An incident record in the API's shape (for the local, `--data`, paths).
-func incidentDTO(_ i: IncidentRecord) -> IncidentDTO {
-    IncidentDTO(
-        id: i.id, title: i.title, severity: i.severity.rawValue, applications: i.applications, status: i.status.rawValue,
-        declaredBy: i.declaredBy, declaredAt: i.declaredAt.rfc3339, closedBy: i.closedBy, closedAt: i.closedAt?.rfc3339,
-        summary: i.summary, launches: i.launches,
-        notes: i.notes.map { IncidentNoteDTO(id: $0.id, time: $0.time.rfc3339, author: $0.author, kind: $0.kind, text: $0.text) }
-    )
 }

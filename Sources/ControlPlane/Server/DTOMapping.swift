@@ -1,12 +1,12 @@
-import Catalog
+public import Catalog
 import Foundation
-import LifeboatAPI
+public import LifeboatAPI
 import LifeboatCore
 import Recovery
 import StagingStore
 
 /// Catalog records → API bodies. Times are RFC 3339 (UTC, milliseconds); point ids are their text form.
-enum DTO {
+public enum DTO {
     static func time(_ t: Timestamp?) -> String? { t?.rfc3339 }
 
     static func point(_ raw: UInt64?) -> String? { raw.map { "\(PointID(raw: $0))" } }
@@ -41,7 +41,7 @@ enum DTO {
         )
     }
 
-    static func point(_ p: PointRecord) -> PointDTO {
+    public static func point(_ p: PointRecord) -> PointDTO {
         PointDTO(
             id: "\(PointID(raw: p.point))",
             sequence: p.sequence,
@@ -105,7 +105,7 @@ enum DTO {
         )
     }
 
-    static func user(_ u: UserRecord) -> UserDTO {
+    public static func user(_ u: UserRecord) -> UserDTO {
         UserDTO(
             name: u.name,
             roles: u.roles.sorted(),
@@ -161,7 +161,7 @@ enum DTO {
         )
     }
 
-    static func incident(_ i: IncidentRecord) -> IncidentDTO {
+    public static func incident(_ i: IncidentRecord) -> IncidentDTO {
         IncidentDTO(
             id: i.id,
             title: i.title,
@@ -190,14 +190,14 @@ enum DTO {
         )
     }
 
-    static func audit(_ e: AuditEntry) -> AuditEntryDTO {
+    public static func audit(_ e: AuditEntry) -> AuditEntryDTO {
         AuditEntryDTO(
             seq: e.seq, time: e.time.rfc3339, actor: e.actor, action: e.action, target: e.target, source: e.source,
             result: e.result, detail: e.detail, hash: e.hash
         )
     }
 
-    static func verification(_ v: AuditVerification) -> AuditVerificationDTO {
+    public static func verification(_ v: AuditVerification) -> AuditVerificationDTO {
         AuditVerificationDTO(
             intact: v.intact,
             entries: v.entries,
