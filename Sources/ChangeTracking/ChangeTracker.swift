@@ -109,7 +109,10 @@ public struct ChangeSet: Sendable {
 ///   content-based tracker records what was actually read, so a block that changes between `collect` and the
 ///   read (and perhaps back again later) is never mistaken for one the receiver already has.
 /// - `acknowledge(epoch:)` is called when the receiver made that epoch durable. The tracker then forgets those
-///   changes durably: it returns only after its new state reached stable storage. Acknowledging an epoch also
+///   changes durably: it returns only after its new state reached stable storage. The receiver may have got
+///   only part of the extents (a long initial sync lands in several commits): what the agent read was sent,
+///   and what it did not read stays changed — the next `collect` reports it again. (A part is cut from the
+///   change set of `collect()`, with no rounds after it.) Acknowledging an epoch also
 ///   retires every older one; acknowledging an epoch at or below the acknowledged one is a no-op (duplicates
 ///   are harmless).
 /// - After a crash or restart before an acknowledgement, the next `collect` reports those changes again.

@@ -92,6 +92,11 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         var epoch: UInt64
         var volumeSize: Int64
         var map: FingerprintMap
+        /// The extents reported for this epoch, whether they apply to an empty volume (base epoch 0), and
+        /// which blocks `read` delivered: an acknowledged block that was not read keeps what the receiver holds.
+        var extents: [ChangedExtent]
+        var baseIsEmpty: Bool
+        var read: BlockMarks
     }
 
     /// Optional hints of where the volume was written (see `ChangeHints`).
@@ -265,16 +270,30 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             guard size >= previous.volumeSize else { throw shrankWhileReading(at: size) }
         }
 
-        let map = try currentContent(size: size)
+        let map: FingerprintMap
         let extents: [ChangedExtent]
-        if let previous {
-            extents = Self.differences(map, previous.map, volumeSize: size)
+        let lazy = since == nil && base.map == nil && hints == nil
+        if lazy {
+            // Initial sync or rescan: no scan before sending. Every block counts as zero until `read` records
+            // what it read, and the extents are every range that may hold data (the data ranges of a sparse
+            // file, all of anything else): the volume is read once instead of twice, and the agent does not
+            // send pieces that read as zeros — the receiver starts from an empty volume. With write hints a
+            // real scan is needed: the next collect builds on it.
+            let blocks = Int((size + Int64(Fingerprint.blockSize) - 1) / Int64(Fingerprint.blockSize))
+            map = FingerprintMap(count: blocks, filledWith: .zero)
+            extents = try possibleData(size: size)
+            lock.withLock { lastCollectWasFullScan = true }
         } else {
-            switch base.reason {
-            case .rescan:
-                extents = size > 0 ? [ChangedExtent(offset: 0, length: size)] : []
-            case .initialSync, .incremental:
-                extents = Self.differences(map, base.map, volumeSize: size)
+            map = try currentContent(size: size)
+            if let previous {
+                extents = Self.differences(map, previous.map, volumeSize: size)
+            } else {
+                switch base.reason {
+                case .rescan:
+                    extents = size > 0 ? [ChangedExtent(offset: 0, length: size)] : []
+                case .initialSync, .incremental:
+                    extents = Self.differences(map, base.map, volumeSize: size)
+                }
             }
         }
 
@@ -283,7 +302,10 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         try EpochFile.write(epoch, to: epochPath)
         lock.withLock {
             issuedEpoch = epoch
-            pending.append(Pending(epoch: epoch, volumeSize: size, map: map))
+            let baseIsEmpty = previous?.baseIsEmpty ?? (base.reason != .incremental)
+            pending.append(
+                Pending(epoch: epoch, volumeSize: size, map: map, extents: extents, baseIsEmpty: baseIsEmpty, read: BlockMarks(count: map.count))
+            )
             if pending.count > options.maxOutstandingEpochs {
                 pending.removeFirst(pending.count - options.maxOutstandingEpochs)
             }
@@ -347,6 +369,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             // Only while the epoch is still pending: an acknowledge in flight has taken its map already.
             guard pending.contains(where: { $0.map === entry.map }) else { return }
             for i in 0..<count { entry.map[first + i] = fingerprints[i] }
+            entry.read.mark(first..<(first + count))
         }
     }
 
@@ -364,9 +387,21 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         }
         guard let taken, let entry = taken.last else { return }
         defer { lock.withLock { acknowledging = false } }
+        // Blocks reported but never read (the receiver got part of the change set) keep what the receiver
+        // holds: zeros on an empty base, else the base's fingerprint. On a copy: the map may also be the last
+        // scan, which describes the volume.
+        var map = entry.map
+        let unsent = lock.withLock { Self.unread(taken) }
+        if !unsent.isEmpty {
+            map = entry.map.copy()
+            let old = lock.withLock { base.map }
+            for block in unsent {
+                map[block] = entry.baseIsEmpty ? .zero : old.map { block < $0.count ? $0[block] : .zero } ?? .zero
+            }
+        }
         do {
             try FingerprintMapFile.write(
-                FingerprintMapFile.Contents(volumeSize: entry.volumeSize, epoch: epoch, map: entry.map),
+                FingerprintMapFile.Contents(volumeSize: entry.volumeSize, epoch: epoch, map: map),
                 volume: volume,
                 to: mapPath
             )
@@ -379,8 +414,25 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             )
         }
         lock.withLock {
-            base = Base(map: entry.map, epoch: epoch, volumeSize: entry.volumeSize, reason: .incremental)
+            base = Base(map: map, epoch: epoch, volumeSize: entry.volumeSize, reason: .incremental)
         }
+    }
+
+    /// The blocks of the epochs' extents that no read delivered: not read in their epoch nor in a later one.
+    private static func unread(_ epochs: [Pending]) -> [Int] {
+        let bs = Int64(Fingerprint.blockSize)
+        var out: [Int] = []
+        for (j, epoch) in epochs.enumerated() {
+            for extent in epoch.extents {
+                let first = Int(extent.offset / bs)
+                let end = Int((extent.end + bs - 1) / bs)
+                let later = epochs[(j + 1)...]
+                for block in first..<end where !epoch.read[block] {
+                    if later.isEmpty || !later.contains(where: { $0.read[block] }) { out.append(block) }
+                }
+            }
+        }
+        return out
     }
 
     public func abandon(epoch: UInt64) {
@@ -587,6 +639,15 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         return ranges
     }
 
+    /// The ranges of the volume that may hold data: a sparse file's data ranges (4 KiB aligned), else all of it.
+    private func possibleData(size: Int64) throws -> [ChangedExtent] {
+        guard size > 0 else { return [] }
+        if !isBlockDevice, size <= Int64(Int.max), let ranges = try dataRanges(offset: 0, length: Int(size)) {
+            return ranges.map { ChangedExtent(offset: Int64($0.lowerBound), length: Int64($0.count)) }
+        }
+        return [ChangedExtent(offset: 0, length: size)]
+    }
+
     /// Throws `tracker.volume-shrank` when the file now ends before `end`.
     private func checkNotShrunk(below end: Int64) throws {
         var info = stat()
@@ -656,4 +717,21 @@ private final class ScanWork: @unchecked Sendable {
     func fail(_ error: any Error) {
         lock.withLock { if failure == nil { failure = error } }
     }
+}
+
+/// One bit per block: which blocks of an epoch `read` delivered. Guarded by the tracker's lock.
+final class BlockMarks: @unchecked Sendable {
+    let count: Int
+    private var words: [UInt64]
+
+    init(count: Int) {
+        self.count = count
+        words = [UInt64](repeating: 0, count: (count + 63) / 64)
+    }
+
+    func mark(_ blocks: Range<Int>) {
+        for block in blocks where block < count { words[block >> 6] |= 1 << UInt64(block & 63) }
+    }
+
+    subscript(block: Int) -> Bool { block < count && words[block >> 6] & (1 << UInt64(block & 63)) != 0 }
 }

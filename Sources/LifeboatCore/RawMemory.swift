@@ -21,4 +21,22 @@ public enum RawMemory {
         guard let from = source.baseAddress, let to = destination.baseAddress, source.count > 0 else { return }
         to.copyMemory(from: from, byteCount: source.count)
     }
+
+    /// True when every byte is zero. Reads eight bytes at a time and stops at the first non-zero word.
+    @inline(__always)
+    public static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        let words = bytes.count / 8
+        var i = 0
+        while i < words {
+            if base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+            i += 1
+        }
+        var j = words * 8
+        while j < bytes.count {
+            if bytes[j] != 0 { return false }
+            j += 1
+        }
+        return true
+    }
 }

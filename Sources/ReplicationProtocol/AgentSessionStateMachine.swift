@@ -61,7 +61,8 @@ public struct AgentSessionStateMachine: Sendable {
         return [.send(.beginCommit(sequence: sequence, volumes: volumes))]
     }
 
-    /// Sends changed bytes of a volume of the current commit. `data` is raw (encoding 0) or zstd (1).
+    /// Sends changed bytes of a volume of the current commit. `data` is raw (encoding 0), zstd (1), or one zstd
+    /// frame per 64 KiB segment piece (2).
     public mutating func extent(volume: UInt16, offset: UInt64, encoding: UInt8, rawLength: UInt32, data: [UInt8]) throws
         -> [Action]
     {

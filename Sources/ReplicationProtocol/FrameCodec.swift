@@ -109,11 +109,11 @@ public enum FrameCodec {
             let encoding = try r.u8()
             let rawLength = try r.u32()
             let data = r.rest()
-            guard encoding <= 1 else { throw LifeboatError.malformed("extent has unknown encoding \(encoding)") }
+            guard encoding <= 2 else { throw LifeboatError.malformed("extent has unknown encoding \(encoding)") }
             guard !data.isEmpty, rawLength > 0, rawLength <= UInt32(maxExtentBytes) else {
                 throw LifeboatError.malformed("extent of \(rawLength) bytes is out of range")
             }
-            guard encoding == 1 || UInt32(data.count) == rawLength else {
+            guard encoding != 0 || UInt32(data.count) == rawLength else {
                 throw LifeboatError.malformed("raw extent carries \(data.count) bytes but says \(rawLength)")
             }
             guard offset <= UInt64(Int64.max) - UInt64(rawLength) else {

@@ -79,7 +79,9 @@ public enum Message: Sendable, Equatable {
     /// Agent → server: a commit starts; the volumes' sizes at this commit (volumes may grow).
     case beginCommit(sequence: UInt64, volumes: [VolumeInfo])
     /// Agent → server: changed bytes of one volume (index into the commit's volume list). `encoding` 0 =
-    /// raw; 1 = zstd, in which case `rawLength` is the decoded length. Offsets are 4 KiB aligned.
+    /// raw; 1 = zstd, in which case `rawLength` is the decoded length; 2 = one zstd frame per piece of the
+    /// extent cut at 64 KiB volume boundaries (the store keeps whole segments' frames as they are). Offsets are
+    /// 4 KiB aligned.
     case extent(volume: UInt16, offset: UInt64, encoding: UInt8, rawLength: UInt32, data: [UInt8])
     /// Agent → server: the commit is complete. `extents` and `bytes` (raw) let the server check it got
     /// everything; `consistent` says whether the capture was crash-consistent (frozen); `captureTime` is
@@ -156,5 +158,6 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
 
 /// The protocol version this code speaks.
 public enum ReplicationProtocolVersion {
-    public static let current: UInt16 = 1
+    /// 2: EXTENT encoding 2 (segment frames).
+    public static let current: UInt16 = 2
 }

@@ -60,7 +60,9 @@ public final class ReplicationService: Service, Sendable {
         } catch {
             throw LifeboatError("tls.setup", "cannot set up TLS from \(layout.tlsDirectory)", cause: error)
         }
-        pool = NIOThreadPool(numberOfThreads: 2)
+        // Store and catalog work of every session: decoding and sealing extents keeps the cores busy, and a
+        // session's in-order writes should not queue behind another session's decoding.
+        pool = NIOThreadPool(numberOfThreads: max(4, System.coreCount * 2))
     }
 
     /// `HOST:PORT` the endpoint listens on, once bound.

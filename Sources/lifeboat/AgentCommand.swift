@@ -80,6 +80,9 @@ struct AgentRun: AsyncParsableCommand {
     @Flag(name: .long, help: "Send extents uncompressed.")
     var noCompress = false
 
+    @Option(name: .long, help: "An initial sync larger than this many MiB lands in commits of this size, so an interrupted one resumes (default 4096).")
+    var initialSyncPartMib: Int64 = 4096
+
     @Option(name: .long, help: "How changes are found: auto (kernel write hints for block devices when bpftrace is available), scan, kernel.")
     var tracker: String = "auto"
 
@@ -96,6 +99,10 @@ struct AgentRun: AsyncParsableCommand {
             options.maxFreezeMilliseconds = maxFreezeMs
             options.cycleInterval = .milliseconds(Int64(max(0.05, interval) * 1000))
             options.compress = !noCompress
+            guard initialSyncPartMib >= 1, initialSyncPartMib <= 1 << 30 else {
+                throw LifeboatError("cli.bad-part", "--initial-sync-part-mib must be between 1 and \(1 << 30), not \(initialSyncPartMib)")
+            }
+            options.initialSyncPartBytes = initialSyncPartMib << 20
             guard let choice = TrackerChoice(rawValue: tracker) else {
                 throw LifeboatError("cli.bad-tracker", "--tracker must be auto, scan or kernel, not '\(tracker)'")
             }
@@ -125,6 +132,8 @@ extension CycleOutcome {
                 + (consistent
                     ? "crash-consistent (frozen \(frozenFor.map { "\($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) ms" } ?? "-"))"
                     : "NOT crash-consistent (\(inconsistencyReason ?? "?"))")
+        case .initialSyncPart(let point, let done, let left):
+            "initial sync part \(PointID(raw: point)) committed (\(ByteFormatting.binary(done)) durable, \(ByteFormatting.binary(left)) to go)"
         case .unchanged: "nothing changed"
         case .rejected(let code, let message): "rejected: [\(code)] \(message)"
         }

@@ -4,8 +4,9 @@ import LifeboatCore
 import LifeboatTesting
 import Testing
 
-/// A sparse image file: the scan skips its holes (SEEK_DATA/SEEK_HOLE) and must still report exactly the blocks
-/// that differ, whatever the alignment of data and holes, across chunk boundaries and at a partial last block.
+/// A sparse image file: the first collect is its data ranges (SEEK_DATA/SEEK_HOLE, 4 KiB aligned); the scans
+/// after it skip its holes and must still report exactly the blocks that differ, whatever the alignment of data
+/// and holes, across chunk boundaries and at a partial last block.
 @Suite("Scan tracker on sparse files")
 struct SparseTests {
     @Test("holes read as zeros; data at unaligned offsets, allocated zeros, punched holes and filled holes are exact")
@@ -25,10 +26,31 @@ struct SparseTests {
 
         let options = ScanTracker.Options(threads: 2, chunkSize: 256 * 1024)
         let tracker = try ScanTracker(volume: "sparse", path: path, stateDirectory: dir.child("state"), options: options)
+        // No scan: the data ranges, widened to 4 KiB blocks (the allocated zeros included).
         let first = try tracker.collect()
+        #expect(first.reason == .initialSync)
+        #expect(
+            first.extents == [
+                ChangedExtent(offset: 0, length: Int64(block)),
+                ChangedExtent(offset: Int64(3 * block), length: Int64(2 * block)),
+                ChangedExtent(offset: Int64(1 * MiB), length: 64 * 1024),
+                ChangedExtent(offset: Int64(2 * MiB - 100 * 1024), length: 300 * 1024),
+                ChangedExtent(offset: Int64(3 * MiB), length: 8192),
+                ChangedExtent(offset: Int64(size / block * block), length: Int64(size % block)),
+            ]
+        )
         let bytes = try FileTools.read(path)
-        #expect(first.extents == extents(ofBlocks: nonZeroBlocks(bytes), volumeSize: size))
+        // Whatever is outside them is a hole: zeros.
+        let inData = first.extents.flatMap { Int($0.offset) / block..<((Int($0.end) + block - 1) / block) }
+        #expect(Set(nonZeroBlocks(bytes)).isSubset(of: inData))
+        #expect(try readAll(tracker, first) == extentBytes(bytes, in: first.extents))
         try tracker.acknowledge(epoch: first.epoch)
+
+        // The first scan: the holes, the allocated zeros and the data are as read; nothing is reported.
+        let quiet = try tracker.collect()
+        #expect(quiet.reason == .incremental)
+        #expect(quiet.extents.isEmpty)
+        tracker.abandon(epoch: quiet.epoch)
 
         // Punch a hole into data, fill a former hole, rewrite the allocated zeros with zeros (no change).
         let punched = try run("/usr/bin/fallocate", ["--punch-hole", "--offset", "\(1 * MiB)", "--length", "\(32 * 1024)", path])
@@ -38,9 +60,36 @@ struct SparseTests {
         let second = try tracker.collect()
         let changed = Set((1 * MiB / block)..<((1 * MiB + 32 * 1024) / block)).union((5 * MiB / block)..<(5 * MiB / block + 3))
         #expect(second.extents == extents(ofBlocks: changed, volumeSize: size))
+        try readAll(tracker, second)
+        try tracker.acknowledge(epoch: second.epoch)
 
-        // A fresh tracker (a full scan from nothing) agrees with the bytes on disk.
+        // A fresh tracker starts from the data ranges as they are now (no punched hole, the filled one)...
         let fresh = try ScanTracker(volume: "sparse", path: path, stateDirectory: dir.child("state2"), options: options)
-        #expect(try fresh.collect().extents == extents(ofBlocks: nonZeroBlocks(try FileTools.read(path)), volumeSize: size))
+        let freshFirst = try fresh.collect()
+        #expect(
+            freshFirst.extents == [
+                ChangedExtent(offset: 0, length: Int64(block)),
+                ChangedExtent(offset: Int64(3 * block), length: Int64(2 * block)),
+                ChangedExtent(offset: Int64(1 * MiB + 32 * 1024), length: 32 * 1024),
+                ChangedExtent(offset: Int64(2 * MiB - 100 * 1024), length: 300 * 1024),
+                ChangedExtent(offset: Int64(3 * MiB), length: 8192),
+                ChangedExtent(offset: Int64(5 * MiB), length: Int64(3 * block)),
+                ChangedExtent(offset: Int64(size / block * block), length: Int64(size % block)),
+            ]
+        )
+        let now = try FileTools.read(path)
+        #expect(try readAll(fresh, freshFirst) == extentBytes(now, in: freshFirst.extents))
+        try fresh.acknowledge(epoch: freshFirst.epoch)
+        // ...and its full scan from there agrees with the bytes on disk: nothing is reported, and acknowledged,
+        // its fingerprints are those of the tracker that followed every change.
+        let freshScan = try fresh.collect()
+        #expect(freshScan.reason == .incremental)
+        #expect(freshScan.extents.isEmpty)
+        try readAll(fresh, freshScan)
+        try fresh.acknowledge(epoch: freshScan.epoch)
+        // The fingerprints follow the map file's 128-byte header (which holds the epoch: not compared).
+        let header = 128
+        let freshFingerprints = Array(try FileTools.read(fresh.mapPath).dropFirst(header))
+        #expect(freshFingerprints == Array(try FileTools.read(tracker.mapPath).dropFirst(header)))
     }
 }

@@ -60,6 +60,47 @@ func nonZeroBlocks(_ bytes: [UInt8]) -> [Int] {
     return out
 }
 
+/// Bytes per read of `readAll`: the agent's `AgentOptions.pieceBytes` (1 MiB).
+let agentPieceBytes = 1 * MiB
+
+/// Reads every extent of `set` through the tracker the way the agent sends it: extent after extent, in pieces
+/// of at most `agentPieceBytes` (4 KiB aligned; the piece holding a partial last block ends at the volume
+/// size), each into a buffer of exactly its length. Returns the bytes read, the extents' bytes one after
+/// another.
+///
+/// Call it before `acknowledge(epoch:)` wherever the receiver is meant to have got the whole change set: a
+/// tracker acknowledges what was read, and blocks of the extents that were never read stay changed.
+@discardableResult
+func readAll(_ tracker: any ChangeTracker, _ set: ChangeSet) throws -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(Int(set.changedBytes))
+    for extent in set.extents {
+        var offset = extent.offset
+        while offset < extent.end {
+            let piece = ChangedExtent(offset: offset, length: min(Int64(agentPieceBytes), extent.end - offset))
+            var buffer = [UInt8](repeating: 0, count: Int(piece.length))
+            try buffer.withUnsafeMutableBytes { try tracker.read(piece, epoch: set.epoch, into: $0) }
+            out += buffer
+            offset = piece.end
+        }
+    }
+    return out
+}
+
+/// `collect()`, then every extent read (`readAll`) and the epoch acknowledged: the receiver got the change set.
+@discardableResult
+func collectReadAndAcknowledge(_ tracker: ScanTracker) throws -> ChangeSet {
+    let set = try tracker.collect()
+    try readAll(tracker, set)
+    try tracker.acknowledge(epoch: set.epoch)
+    return set
+}
+
+/// The bytes of `contents` inside `extents`, one extent after another (what `readAll` returns for them).
+func extentBytes(_ contents: [UInt8], in extents: [ChangedExtent]) -> [UInt8] {
+    extents.flatMap { contents[Int($0.offset)..<Int($0.end)] }
+}
+
 /// Runs an executable, returns (status, stdout, stderr).
 @discardableResult
 func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {

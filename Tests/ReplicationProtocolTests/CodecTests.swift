@@ -16,12 +16,12 @@ struct SplitMix: RandomNumberGenerator {
 
 let sampleMessages: [Message] = [
     .hello(
-        protocolVersion: 1,
+        protocolVersion: ReplicationProtocolVersion.current,
         agentVersion: "0.1.0",
         machine: "db-01",
         volumes: [VolumeInfo(name: "sda", size: 8 << 30), VolumeInfo(name: "sdb", size: 4096)]
     ),
-    .welcome(protocolVersion: 1, settings: AgentSettings(throttleMbps: 100, maxFreezeMilliseconds: 250), lastCommittedSequence: 41),
+    .welcome(protocolVersion: ReplicationProtocolVersion.current, settings: AgentSettings(throttleMbps: 100, maxFreezeMilliseconds: 250), lastCommittedSequence: 41),
     .beginCommit(sequence: 42, volumes: [VolumeInfo(name: "sda", size: 8 << 30), VolumeInfo(name: "sdb", size: 4096, baseEpoch: 99)]),
     .extent(volume: 0, offset: 8192, encoding: 0, rawLength: 4096, data: [UInt8](repeating: 7, count: 4096)),
     .extent(volume: 1, offset: 0, encoding: 1, rawLength: 65536, data: [1, 2, 3]),

@@ -26,7 +26,7 @@ func sent(_ actions: [Agent.Action]) -> [Message] {
 
 func ready(last: UInt64 = 0) -> Server {
     var s = Server(certifiedMachine: "m1")
-    _ = s.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
+    _ = s.received(.hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "m1", volumes: volumes))
     _ = s.machineAccepted(settings: AgentSettings(), lastCommittedSequence: last)
     return s
 }
@@ -72,7 +72,7 @@ struct SessionTests {
         var agent = Agent()
         var server = ready()
         _ = try agent.connected(agentVersion: "t", machine: "m1", volumes: volumes)
-        _ = agent.received(.welcome(protocolVersion: 1, settings: AgentSettings(), lastCommittedSequence: 0))
+        _ = agent.received(.welcome(protocolVersion: ReplicationProtocolVersion.current, settings: AgentSettings(), lastCommittedSequence: 0))
         for m in sent(try agent.beginCommit(sequence: 1, volumes: volumes)) { _ = server.received(m) }
         for m in sent(try agent.endCommit(consistent: false, captureTime: Timestamp(seconds: 1), epochs: [1, 2])) { _ = server.received(m) }
         let failure = try sent(server.commitFailed(sequence: 1, error: LifeboatError("io.no-space", "disk full")))
@@ -89,7 +89,7 @@ struct SessionTests {
         Message.endCommit(sequence: 1, extents: 3, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0), epochs: [1, 2]),  // count mismatch
         Message.endCommit(sequence: 2, extents: 0, bytes: 0, consistent: true, captureTime: Timestamp(seconds: 0), epochs: [1, 2]),  // wrong sequence
         Message.beginCommit(sequence: 2, volumes: volumes),  // nested commit
-        Message.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes),  // second hello
+        Message.hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "m1", volumes: volumes),  // second hello
     ])
     func violationsInsideACommit(_ message: Message) {
         var server = ready()
@@ -106,7 +106,7 @@ struct SessionTests {
         Message.beginCommit(sequence: 1, volumes: volumes),
         Message.extent(volume: 0, offset: 0, encoding: 0, rawLength: 4096, data: [UInt8](repeating: 0, count: 4096)),
         Message.commitAck(sequence: 1, point: 1, time: Timestamp(seconds: 0)),
-        Message.welcome(protocolVersion: 1, settings: AgentSettings(), lastCommittedSequence: 0),
+        Message.welcome(protocolVersion: ReplicationProtocolVersion.current, settings: AgentSettings(), lastCommittedSequence: 0),
     ])
     func violationsBeforeHello(_ message: Message) {
         var server = Server(certifiedMachine: "m1")
@@ -119,17 +119,17 @@ struct SessionTests {
     @Test("a hello with another protocol version, a bad machine name or duplicate volumes is refused")
     func badHello() {
         let hellos: [Message] = [
-            .hello(protocolVersion: 2, agentVersion: "t", machine: "m1", volumes: volumes),
-            .hello(protocolVersion: 1, agentVersion: "t", machine: "../etc", volumes: volumes),
-            .hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: []),
-            .hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: [volumes[0], volumes[0]]),
+            .hello(protocolVersion: ReplicationProtocolVersion.current + 1, agentVersion: "t", machine: "m1", volumes: volumes),
+            .hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "../etc", volumes: volumes),
+            .hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "m1", volumes: []),
+            .hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "m1", volumes: [volumes[0], volumes[0]]),
         ]
         for hello in hellos {
             var server = Server(certifiedMachine: "m1")
             #expect(closes(server.received(hello)), "\(hello)")
         }
         var server = Server(certifiedMachine: "m1")
-        _ = server.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
+        _ = server.received(.hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "m1", volumes: volumes))
         #expect(closes(server.machineRejected(LifeboatError("agent.revoked", "machine m1 was removed"))))
     }
 
@@ -146,7 +146,7 @@ struct SessionTests {
 
         var agent = Agent()
         _ = try agent.connected(agentVersion: "t", machine: "m1", volumes: volumes)
-        _ = agent.received(.welcome(protocolVersion: 1, settings: AgentSettings(), lastCommittedSequence: 0))
+        _ = agent.received(.welcome(protocolVersion: ReplicationProtocolVersion.current, settings: AgentSettings(), lastCommittedSequence: 0))
         _ = try agent.beginCommit(sequence: 1, volumes: volumes)
         _ = try agent.endCommit(consistent: true, captureTime: Timestamp(seconds: 0), epochs: [1, 2])
         let actions = agent.connectionClosed()
@@ -168,7 +168,7 @@ struct SessionTests {
         #expect(server.settingsChanged(AgentSettings(throttleMbps: 10)) == [.send(.settings(AgentSettings(throttleMbps: 10)))])
         var agent = Agent()
         _ = try agent.connected(agentVersion: "t", machine: "m1", volumes: volumes)
-        _ = agent.received(.welcome(protocolVersion: 1, settings: AgentSettings(), lastCommittedSequence: 0))
+        _ = agent.received(.welcome(protocolVersion: ReplicationProtocolVersion.current, settings: AgentSettings(), lastCommittedSequence: 0))
         #expect(agent.received(.settings(AgentSettings(throttleMbps: 10))) == [.settingsChanged(AgentSettings(throttleMbps: 10))])
         #expect(agent.received(.ping(nonce: 3)) == [.send(.pong(nonce: 3))])
         #expect(server.received(.goodbye) == [.close(reason: nil)])
@@ -181,7 +181,7 @@ struct SessionTests {
             ("new", { Server(certifiedMachine: "m1") }),
             ("authorizing", {
                 var s = Server(certifiedMachine: "m1")
-                _ = s.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
+                _ = s.received(.hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "m1", volumes: volumes))
                 return s
             }),
             ("ready", { ready() }),
@@ -213,12 +213,12 @@ struct SessionTests {
     @Test("without a client certificate a peer may only enroll; with one, only as the machine it names")
     func certificateIdentity() throws {
         var anonymous = Server(certifiedMachine: nil)
-        let refused = anonymous.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
+        let refused = anonymous.received(.hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "m1", volumes: volumes))
         #expect(refused.contains { if case .send(.error("auth.certificate-required", _)) = $0 { true } else { false } })
         #expect(anonymous.isClosed)
 
         var impostor = Server(certifiedMachine: "m2")
-        let mismatch = impostor.received(.hello(protocolVersion: 1, agentVersion: "t", machine: "m1", volumes: volumes))
+        let mismatch = impostor.received(.hello(protocolVersion: ReplicationProtocolVersion.current, agentVersion: "t", machine: "m1", volumes: volumes))
         #expect(mismatch.contains { if case .send(.error("auth.machine-mismatch", _)) = $0 { true } else { false } })
 
         var enrolling = Server(certifiedMachine: nil)

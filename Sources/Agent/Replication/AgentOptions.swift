@@ -42,9 +42,12 @@ public struct AgentOptions: Sendable {
     public var freezeAttempts: Int = 2
     /// A frozen residue larger than this is not read (it could not be read in time): the attempt fails.
     public var maxFrozenResidueBytes: Int64 = 256 << 20
+    /// An initial sync (or rescan) with more data than this lands in commits of about this much, each durable
+    /// on its own: an interrupted one resumes after the last part instead of starting over.
+    public var initialSyncPartBytes: Int64 = 4 << 30
     /// Bytes per EXTENT frame (at most 4 MiB).
     public var pieceBytes: Int = 1 << 20
-    /// zstd level 1 on extents that shrink by at least 1/16.
+    /// zstd level 1, one frame per 64 KiB segment piece (EXTENT encoding 2), which the server stores as is.
     public var compress: Bool = true
     /// Local overrides of the server's settings (nil: as the server says).
     public var throttleMbps: UInt32?

@@ -6,6 +6,8 @@ public struct CycleOutcome: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         /// Acknowledged by the server as `point`.
         case committed(point: UInt64, consistent: Bool)
+        /// Part of an initial sync acknowledged as `point` (not a recovery point); the next cycle sends more.
+        case initialSyncPart(point: UInt64, committedBytes: Int64, remainingBytes: Int64)
         /// Nothing changed and no heartbeat was due: nothing was sent.
         case unchanged
         /// The server did not store the commit; the changes stay pending.

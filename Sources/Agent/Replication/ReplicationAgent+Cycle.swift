@@ -10,6 +10,8 @@ import ReplicationTransport
 struct SendProgress {
     var total: Int64 = 0
     var sent: Int64 = 0
+    /// Bytes of an initial sync made durable by earlier parts (they count as synced and in the total).
+    var earlier: Int64 = 0
     var lastReport = ContinuousClock.now
 }
 
@@ -27,11 +29,15 @@ extension ReplicationAgent {
     func cycle(sequence: UInt64, channel: SessionChannel, commitEvenIfUnchanged: Bool) async throws -> CycleOutcome {
         var created: [[UInt64]] = []  // epochs made this cycle, per round
         let firstCollectTime = Timestamp.now()
-        let first = try await collect(since: nil)
-        created.append(first.map(\.epoch))
+        let collected = try await collect(since: nil)
+        created.append(collected.map(\.epoch))
+        let earlierParts = InitialSyncProgress.load(state)
+        // An initial sync (or rescan) larger than a part lands in parts: an interruption loses one part at most.
+        let inParts = earlierParts != nil || collected.contains { $0.reason != .incremental }
+        let (first, remaining) = inParts ? Self.part(of: collected, limit: options.initialSyncPartBytes) : (collected, 0)
         let changed = first.reduce(Int64(0)) { $0 + $1.changedBytes }
         let sizes = first.map(\.volumeSize)
-        let fresh = first.contains { $0.reason != .incremental }
+        let fresh = first.contains { $0.reason != .incremental } || earlierParts != nil
         let stalled = status.current.state == .stalled
         if changed == 0 && !fresh && !commitEvenIfUnchanged && sizes == lastSizes.value {
             abandon(created)
@@ -42,7 +48,9 @@ extension ReplicationAgent {
 
         if first.contains(where: { if case .rescan = $0.reason { true } else { false } }) {
             status.set(.rescan, reason: first.compactMap { if case .rescan(let why) = $0.reason { why } else { nil } }.first)
-        } else if first.contains(where: { $0.reason == .initialSync }) {
+        } else if let earlierParts, earlierParts.rescan {
+            status.set(.rescan, reason: "continuing after \(earlierParts.parts) committed part(s)")
+        } else if first.contains(where: { $0.reason == .initialSync }) || earlierParts != nil {
             status.set(.initialSync)
         } else if !stalled {
             // STALLED (and its reason) stays until a commit lands.
@@ -52,9 +60,21 @@ extension ReplicationAgent {
             VolumeInfo(name: entry.volume.name, size: set.volumeSize, baseEpoch: set.baseEpoch)
         }
         try await channel.perform(channel.machine.beginCommit(sequence: sequence, volumes: volumes))
-        var progress = SendProgress(total: changed)
+        let earlier = earlierParts?.committedBytes ?? 0
+        var progress = SendProgress(total: changed + remaining, earlier: earlier)
         try await report(channel, progress)
-        try await send(first, channel: channel, progress: &progress)
+        try await send(first, channel: channel, progress: &progress, skipZeros: true)
+        if remaining > 0 {
+            return try await commitPart(
+                first,
+                sequence: sequence,
+                channel: channel,
+                progress: progress,
+                after: earlierParts,
+                remaining: remaining,
+                created: created
+            )
+        }
 
         // Unfrozen rounds while the residue is large. With no mounted filesystem to freeze (image files, raw
         // disks), more rounds and a residue would only repeat the scan: the first round is the capture.
@@ -133,16 +153,14 @@ extension ReplicationAgent {
         let epochs = current.map(\.epoch)
         var names: [String: UInt64] = [:]
         for (entry, epoch) in zip(trackers, epochs) { names[entry.volume.name] = epoch }
-        try PendingCommit(sequence: sequence, epochs: names).write(state)
+        try PendingCommit(sequence: sequence, epochs: names, completesInitialSync: earlierParts != nil ? true : nil).write(state)
         try await channel.perform(channel.machine.endCommit(consistent: consistent, captureTime: captureTime, epochs: epochs))
         let answer = try await channel.nextEvent()
         switch answer {
         case .committed(_, let point, _):
-            let trackers = self.trackers
-            try await pool.blocking {
-                for (entry, epoch) in zip(trackers, epochs) { try entry.tracker.acknowledge(epoch: epoch) }
-            }
+            try await acknowledge(epochs)
             try PendingCommit.remove(state)
+            try InitialSyncProgress.remove(state)
             lastSizes.value = sizes
             if consistent {
                 status.set(.continuous)
@@ -165,24 +183,119 @@ extension ReplicationAgent {
                 frozenFor: frozenFor
             )
         case .commitRejected(_, let reason):
-            abandon(created)
-            try PendingCommit.remove(state)
-            if reason.code == "replication.out-of-sequence" {
-                // The server stored a commit this session did not see acknowledged: a new session's WELCOME says which.
-                throw LifeboatError(LifeboatError.Code(reason.code), reason.message)
-            }
-            if reason.code == "replication.unknown-base" {
-                for (entry, set) in zip(trackers, first) where set.baseEpoch != 0 {
-                    try entry.tracker.invalidate(reason: "the server no longer holds the state this volume built on")
-                }
-            }
-            status.set(.stalled, reason: "the server did not store the last commit: \(reason.message)")
-            try await report(channel, SendProgress())
-            logger.warning("commit rejected", metadata: ["sequence": "\(sequence)", "reason": "\(reason)"])
-            return CycleOutcome(kind: .rejected(code: reason.code, message: reason.message), sequence: sequence, changedBytes: 0)
+            return try await rejected(reason, sequence: sequence, sets: first, created: created, channel: channel)
         default:
             throw Self.sessionError(answer, while: "waiting for the acknowledgement of commit \(sequence)")
         }
+    }
+
+    /// The change sets to send in this commit and the bytes left for later ones: everything, unless they hold
+    /// more than `limit` bytes — then the extents are cut after `limit` bytes (4 KiB aligned), volume by volume.
+    /// The trackers keep what was not read as changed (see `ChangeTracker.acknowledge`).
+    static func part(of sets: [ChangeSet], limit: Int64) -> (sets: [ChangeSet], remaining: Int64) {
+        let total = sets.reduce(Int64(0)) { $0 + $1.changedBytes }
+        guard total > limit else { return (sets, 0) }
+        var budget = max(Int64(4096), limit / 4096 * 4096)
+        var remaining: Int64 = 0
+        let cut = sets.map { set -> ChangeSet in
+            var part = set
+            part.extents = []
+            for extent in set.extents {
+                if budget >= extent.length {
+                    part.extents.append(extent)
+                    budget -= extent.length
+                } else {
+                    if budget > 0 { part.extents.append(ChangedExtent(offset: extent.offset, length: budget)) }
+                    remaining += extent.length - budget
+                    budget = 0
+                }
+            }
+            return part
+        }
+        return (cut, remaining)
+    }
+
+    /// Ends a commit that holds part of an initial sync: not a recovery point (not crash-consistent, and the
+    /// volumes hold zeros where the rest goes), but durable, so that the next part builds on it.
+    private func commitPart(
+        _ sets: [ChangeSet],
+        sequence: UInt64,
+        channel: SessionChannel,
+        progress: SendProgress,
+        after earlier: InitialSyncProgress?,
+        remaining: Int64,
+        created: [[UInt64]]
+    ) async throws -> CycleOutcome {
+        let epochs = sets.map(\.epoch)
+        var names: [String: UInt64] = [:]
+        for (entry, epoch) in zip(trackers, epochs) { names[entry.volume.name] = epoch }
+        let rescan = earlier?.rescan ?? sets.contains { if case .rescan = $0.reason { true } else { false } }
+        let after = InitialSyncProgress(
+            committedBytes: (earlier?.committedBytes ?? 0) + progress.sent,
+            parts: (earlier?.parts ?? 0) + 1,
+            rescan: rescan
+        )
+        try PendingCommit(sequence: sequence, epochs: names, initialSyncAfter: after).write(state)
+        try await channel.perform(channel.machine.endCommit(consistent: false, captureTime: Timestamp.now(), epochs: epochs))
+        let answer = try await channel.nextEvent()
+        switch answer {
+        case .committed(_, let point, _):
+            try await acknowledge(epochs)
+            try after.write(state)
+            try PendingCommit.remove(state)
+            lastSizes.value = sets.map(\.volumeSize)
+            try await report(channel, SendProgress(total: remaining, earlier: after.committedBytes))
+            logger.info(
+                "initial sync part committed",
+                metadata: [
+                    "sequence": "\(sequence)", "point": "\(point)", "bytes": "\(progress.sent)", "durable": "\(after.committedBytes)",
+                    "remaining": "\(remaining)",
+                ]
+            )
+            return CycleOutcome(
+                kind: .initialSyncPart(point: point, committedBytes: after.committedBytes, remainingBytes: remaining),
+                sequence: sequence,
+                changedBytes: progress.sent
+            )
+        case .commitRejected(_, let reason):
+            return try await rejected(reason, sequence: sequence, sets: sets, created: created, channel: channel)
+        default:
+            throw Self.sessionError(answer, while: "waiting for the acknowledgement of commit \(sequence)")
+        }
+    }
+
+    /// The server made the commit durable: the trackers forget its changes, durably.
+    private func acknowledge(_ epochs: [UInt64]) async throws {
+        let trackers = self.trackers
+        try await pool.blocking {
+            for (entry, epoch) in zip(trackers, epochs) { try entry.tracker.acknowledge(epoch: epoch) }
+        }
+    }
+
+    /// The server did not store the commit: its changes stay pending (STALLED with the reason), or the agent
+    /// reconnects (another sequence landed) or rescans (the server lost the base).
+    private func rejected(
+        _ reason: CloseReason,
+        sequence: UInt64,
+        sets: [ChangeSet],
+        created: [[UInt64]],
+        channel: SessionChannel
+    ) async throws -> CycleOutcome {
+        abandon(created)
+        try PendingCommit.remove(state)
+        if reason.code == "replication.out-of-sequence" {
+            // The server stored a commit this session did not see acknowledged: a new session's WELCOME says which.
+            throw LifeboatError(LifeboatError.Code(reason.code), reason.message)
+        }
+        if reason.code == "replication.unknown-base" {
+            for (entry, set) in zip(trackers, sets) where set.baseEpoch != 0 {
+                try entry.tracker.invalidate(reason: "the server no longer holds the state this volume built on")
+            }
+        }
+        status.set(.stalled, reason: "the server did not store the last commit: \(reason.message)")
+        try await report(channel, SendProgress())
+        logger.warning("commit rejected", metadata: ["sequence": "\(sequence)", "reason": "\(reason)"])
+        return CycleOutcome(kind: .rejected(code: reason.code, message: reason.message), sequence: sequence, changedBytes: 0)
     }
 
     /// Changes at or above this at the start of a cycle make the state BACKLOG rather than CONTINUOUS.
@@ -240,52 +353,73 @@ extension ReplicationAgent {
         }
     }
 
-    /// Sends the extents of change sets, read through their trackers in pieces, the next piece read while the
-    /// current one is written.
-    private func send(_ sets: [ChangeSet], channel: SessionChannel, progress: inout SendProgress) async throws {
-        var pieces: [(volume: Int, extent: ChangedExtent, epoch: UInt64)] = []
+    /// Sends the extents of change sets, read through their trackers in pieces, several pieces read and
+    /// compressed ahead on the thread pool while the current one is written. `skipZeros`: pieces that read as
+    /// zeros are not sent for volumes whose receiver starts from an empty volume (base epoch 0) — only in a
+    /// commit's first round: a later round may have to turn earlier bytes back into zeros.
+    private func send(_ sets: [ChangeSet], channel: SessionChannel, progress: inout SendProgress, skipZeros: Bool = false) async throws {
+        var pieces: [(volume: Int, extent: ChangedExtent, epoch: UInt64, skipZeros: Bool)] = []
         for (index, set) in sets.enumerated() {
+            let zerosNeedNoSending = skipZeros && set.baseEpoch == 0
             for extent in set.extents {
                 var offset = extent.offset
                 while offset < extent.end {
                     let length = min(Int64(options.pieceBytes), extent.end - offset)
-                    pieces.append((index, ChangedExtent(offset: offset, length: length), set.epoch))
+                    pieces.append((index, ChangedExtent(offset: offset, length: length), set.epoch, zerosNeedNoSending))
                     offset += length
                 }
             }
         }
         guard !pieces.isEmpty else { return }
         let trackers = self.trackers
-        let compressors = self.compressors
+        let encoders = self.encoders
         let compress = options.compress
         let pool = self.pool
-        @Sendable func read(_ piece: (volume: Int, extent: ChangedExtent, epoch: UInt64)) async throws -> WirePiece {
+        @Sendable func read(_ piece: (volume: Int, extent: ChangedExtent, epoch: UInt64, skipZeros: Bool)) async throws -> WirePiece? {
             try await pool.blocking {
                 var bytes = [UInt8](repeating: 0, count: Int(piece.extent.length))
                 try bytes.withUnsafeMutableBytes { try trackers[piece.volume].tracker.read(piece.extent, epoch: piece.epoch, into: $0) }
-                return WirePiece.encode(bytes, compress: compress, compressors: compressors)
+                if piece.skipZeros && bytes.withUnsafeBytes({ RawMemory.isZero($0) }) { return nil }
+                return WirePiece.encode(bytes, at: UInt64(piece.extent.offset), compress: compress, encoders: encoders)
             }
         }
-        var next: Task<WirePiece, any Error>? = Task { [first = pieces[0]] in try await read(first) }
-        defer { next?.cancel() }
-        for i in pieces.indices {
-            let wire = try await next!.value
-            next = i + 1 < pieces.count ? Task { [piece = pieces[i + 1]] in try await read(piece) } : nil
-            let piece = pieces[i]
-            try await throttle.acquire(bytes: wire.data.count)
-            try await channel.perform(
-                channel.machine.extent(
-                    volume: UInt16(piece.volume),
-                    offset: UInt64(piece.extent.offset),
-                    encoding: wire.encoding,
-                    rawLength: UInt32(piece.extent.length),
-                    data: wire.data
+        // Pieces read and compressed ahead, oldest first.
+        var ahead: [Task<WirePiece?, any Error>] = []
+        var nextToStart = 0
+        func refill() {
+            while ahead.count < Self.readAhead && nextToStart < pieces.count {
+                let piece = pieces[nextToStart]
+                ahead.append(Task { try await read(piece) })
+                nextToStart += 1
+            }
+        }
+        defer { for task in ahead { task.cancel() } }
+        refill()
+        for piece in pieces {
+            let wire = try await ahead.removeFirst().value
+            refill()
+            if let wire {
+                try await throttle.acquire(bytes: wire.data.count)
+                try await channel.perform(
+                    channel.machine.extent(
+                        volume: UInt16(piece.volume),
+                        offset: UInt64(piece.extent.offset),
+                        encoding: wire.encoding,
+                        rawLength: UInt32(piece.extent.length),
+                        data: wire.data
+                    )
                 )
-            )
+            }
             progress.sent += piece.extent.length
-            if ContinuousClock.now - progress.lastReport > .seconds(2) { try await report(channel, progress) }
+            if ContinuousClock.now - progress.lastReport > .seconds(2) {
+                try await report(channel, progress)
+                progress.lastReport = ContinuousClock.now
+            }
         }
     }
+
+    /// Pieces read and compressed ahead of the one being sent: enough to keep every core of the pool busy.
+    static let readAhead = 8
 
     /// Sends a frozen capture's bytes (already in memory).
     private func send(_ capture: FrozenCapture, channel: SessionChannel, progress: inout SendProgress) async throws {
@@ -294,12 +428,13 @@ extension ReplicationAgent {
                 var start = 0
                 while start < bytes.count {
                     let count = min(options.pieceBytes, bytes.count - start)
-                    let wire = WirePiece.encode(Array(bytes[start..<(start + count)]), compress: options.compress, compressors: compressors)
+                    let offset = UInt64(extent.offset) + UInt64(start)
+                    let wire = WirePiece.encode(Array(bytes[start..<(start + count)]), at: offset, compress: options.compress, encoders: encoders)
                     try await throttle.acquire(bytes: wire.data.count)
                     try await channel.perform(
                         channel.machine.extent(
                             volume: UInt16(index),
-                            offset: UInt64(extent.offset) + UInt64(start),
+                            offset: offset,
                             encoding: wire.encoding,
                             rawLength: UInt32(count),
                             data: wire.data
@@ -319,35 +454,34 @@ extension ReplicationAgent {
             .status(
                 state: state,
                 backlogBytes: UInt64(max(0, progress.total - progress.sent)),
-                syncedBytes: UInt64(progress.sent),
-                totalBytes: UInt64(progress.total),
+                syncedBytes: UInt64(progress.earlier + progress.sent),
+                totalBytes: UInt64(progress.earlier + progress.total),
                 reason: reason ?? ""
             )
         )
     }
 }
 
-/// One piece as it goes on the wire: raw (0) or zstd (1).
+/// One piece as it goes on the wire: raw (encoding 0) or one zstd frame per 64 KiB segment piece (2).
 struct WirePiece: Sendable {
     var encoding: UInt8
     var data: [UInt8]
 
-    static func encode(_ bytes: [UInt8], compress: Bool, compressors: CompressorPool) -> WirePiece {
+    static func encode(_ bytes: [UInt8], at offset: UInt64, compress: Bool, encoders: EncoderPool) -> WirePiece {
         guard compress else { return WirePiece(encoding: 0, data: bytes) }
-        let packed = compressors.with { compressor in bytes.withUnsafeBytes { compressor.compress($0) } }
-        if let packed { return WirePiece(encoding: 1, data: packed) }
-        return WirePiece(encoding: 0, data: bytes)
+        let frames = encoders.with { encoder in bytes.withUnsafeBytes { encoder.encode($0, at: offset) } }
+        return WirePiece(encoding: SegmentFrames.encoding, data: frames)
     }
 }
 
-/// zstd contexts for the reading threads: one per concurrent user.
-final class CompressorPool: @unchecked Sendable {
+/// Segment-frame encoders for the reading threads: one per concurrent user.
+final class EncoderPool: @unchecked Sendable {
     private let lock = PlainLock()
-    private var idle: [ExtentCompression] = []
+    private var idle: [SegmentFrames.Encoder] = []
 
-    func with<T>(_ body: (ExtentCompression) -> T) -> T {
-        let compressor = lock.withLock { idle.popLast() } ?? ExtentCompression()
-        defer { lock.withLock { idle.append(compressor) } }
-        return body(compressor)
+    func with<T>(_ body: (SegmentFrames.Encoder) -> T) -> T {
+        let encoder = lock.withLock { idle.popLast() } ?? SegmentFrames.Encoder()
+        defer { lock.withLock { idle.append(encoder) } }
+        return body(encoder)
     }
 }

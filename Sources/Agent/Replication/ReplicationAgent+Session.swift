@@ -132,6 +132,10 @@ extension ReplicationAgent {
                         "5 commits in a row could not be captured crash-consistently: \(outcome.inconsistencyReason ?? "unknown reason")"
                     )
                 }
+            case .initialSyncPart:
+                sequence += 1
+                lastCommit = started
+                continue  // the next part at once
             case .unchanged:
                 break
             case .rejected:
@@ -190,6 +194,8 @@ extension ReplicationAgent {
                     logger.info("commit landed before a restart; the next one builds on the older base", metadata: ["volume": "\(volume.name)"])
                 }
             }
+            if let after = pending.initialSyncAfter { try after.write(state) }
+            if pending.completesInitialSync == true { try InitialSyncProgress.remove(state) }
             logger.info("an unacknowledged commit had landed", metadata: ["sequence": "\(pending.sequence)"])
         } else {
             for (volume, tracker) in trackers {
@@ -216,6 +222,7 @@ extension CycleOutcome {
     var kindDescription: String {
         switch kind {
         case .committed(let point, let consistent): "committed as point \(point) (consistent: \(consistent))"
+        case .initialSyncPart(let point, let done, let left): "initial sync part committed as \(point) (\(done) bytes durable, \(left) to go)"
         case .unchanged: "unchanged"
         case .rejected(let code, let message): "[\(code)] \(message)"
         }

@@ -38,7 +38,7 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
     let established = LockedValue(false)
     /// Volume sizes of the last acknowledged commit (a size change needs a commit even without changed blocks).
     let lastSizes = LockedValue<[Int64]>([])
-    let compressors = CompressorPool()
+    let encoders = EncoderPool()
     let status = AgentStatusBoard()
 
     /// What the agent did last, for `agent run --once` and tests.

@@ -10,6 +10,7 @@ import LifeboatSystem
 /// DIR/agent.pem      its client certificate, signed by the server's CA
 /// DIR/ca.pem         the server's CA (trust root for the replication connection)
 /// DIR/pending.json   the commit sent but not yet acknowledged: sequence and tracker epochs
+/// DIR/initial-sync.json  an initial sync that landed in part (commits that are not recovery points yet)
 /// DIR/trackers/      change-tracking state per volume (fingerprint maps)
 /// DIR/agent.lock     held while an agent runs on this directory
 /// ```
@@ -27,6 +28,7 @@ public struct AgentStateDirectory: Sendable {
     public var certificate: String { root + "/agent.pem" }
     public var ca: String { root + "/ca.pem" }
     public var pending: String { root + "/pending.json" }
+    public var initialSync: String { root + "/initial-sync.json" }
     public var trackers: String { root + "/trackers" }
     public var lock: String { root + "/agent.lock" }
 
@@ -75,6 +77,10 @@ struct PendingCommit: Codable, Sendable, Equatable {
     var sequence: UInt64
     /// Tracker epoch per volume name: acknowledging it retires the volume's changes of this commit.
     var epochs: [String: UInt64]
+    /// The commit is a part of an initial sync: the progress to record once it landed.
+    var initialSyncAfter: InitialSyncProgress? = nil
+    /// The commit completes an initial sync that landed in parts.
+    var completesInitialSync: Bool? = nil
 
     static func load(_ state: AgentStateDirectory) -> PendingCommit? {
         guard let bytes = try? SystemCalls.readFile(state.pending) else { return nil }
@@ -87,6 +93,30 @@ struct PendingCommit: Codable, Sendable, Equatable {
 
     static func remove(_ state: AgentStateDirectory) throws {
         try SystemCalls.unlink(state.pending)
+    }
+}
+
+/// `initial-sync.json`: an initial sync (or rescan) too large for one commit lands in parts; this file says
+/// one is under way and how many bytes of it are durable on the server. Written durably after a part is
+/// acknowledged, removed after the commit that completes it.
+struct InitialSyncProgress: Codable, Sendable, Equatable {
+    var committedBytes: Int64
+    var parts: Int
+    /// A rescan (the tracker lost its state) rather than a first sync.
+    var rescan: Bool
+
+    static func load(_ state: AgentStateDirectory) -> InitialSyncProgress? {
+        guard let bytes = try? SystemCalls.readFile(state.initialSync) else { return nil }
+        return try? JSONDecoder().decode(InitialSyncProgress.self, from: Data(bytes))
+    }
+
+    func write(_ state: AgentStateDirectory) throws {
+        try SystemCalls.writeFileAtomically(state.initialSync, Array(try JSONEncoder().encode(self)), mode: 0o600)
+    }
+
+    static func remove(_ state: AgentStateDirectory) throws {
+        guard SystemCalls.exists(state.initialSync) else { return }
+        try SystemCalls.unlink(state.initialSync)
     }
 }
 

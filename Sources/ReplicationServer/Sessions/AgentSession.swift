@@ -27,6 +27,14 @@ final class AgentSession {
     var commitError: LifeboatError?
     var commitBytes: UInt64 = 0
     var commitVolumes: [VolumeInfo] = []
+    /// Segment-framed extents in arrival order, oldest first: large ones being decoded, checked and sealed on the
+    /// thread pool while the next frames arrive, small ones (no whole segment) decoded at once. `apply` writes
+    /// them into the commit in this order, consecutive decoded ones in one go.
+    var decoding: [(volume: String, work: DecodeWork)] = []
+    /// Large extents decoded ahead of the one being written.
+    static let decodeWindow = 8
+    /// Small extents gathered before they are written together.
+    static let smallBatch = 256
 
     init(service: ReplicationService, channel: any Channel) {
         self.service = service
@@ -92,6 +100,14 @@ final class AgentSession {
     ) async throws {
         var queue = actions[...]
         while let action = queue.popFirst() {
+            if case .writeExtent(let volume, let offset, let encoding, let rawLength, let data) = action,
+                encoding == SegmentFrames.encoding
+            {
+                try await decodeAhead(volume: volume, offset: offset, rawLength: rawLength, data: data)
+                continue
+            }
+            // Everything else happens after the extents before it were written.
+            try await applyDecoded(all: true)
             switch action {
             case .send(let message):
                 try await outbound.write(message)
@@ -273,6 +289,88 @@ final class AgentSession {
         }
     }
 
+    /// Starts decoding a segment-framed extent: on the thread pool when it holds a whole segment (decoding,
+    /// hashing and sealing are the work), at once when it does not (a few KiB: a thread hop would cost more).
+    /// Writes the oldest ones once too many are ahead.
+    private func decodeAhead(volume: String, offset: UInt64, rawLength: UInt32, data: [UInt8]) async throws {
+        guard let builder, commitError == nil else { return }
+        commitBytes += UInt64(rawLength)
+        if Int(rawLength) < SegmentFrames.segmentSize {
+            let pieces = try SegmentFrames.decode(data, offset: offset, rawLength: Int(rawLength))
+            decoding.append((volume, .decoded(pieces.map { .partial(offset: $0.offset, bytes: $0.bytes) })))
+        } else {
+            let pool = service.pool
+            let work = Task { () throws -> [DecodedPiece] in
+                try await pool.blocking {
+                    let pieces = try SegmentFrames.decode(data, offset: offset, rawLength: Int(rawLength))
+                    return try data.withUnsafeBytes { (raw) throws -> [DecodedPiece] in
+                        try pieces.map { (piece) throws -> DecodedPiece in
+                            guard piece.isWholeSegment else { return .partial(offset: piece.offset, bytes: piece.bytes) }
+                            let frame = UnsafeRawBufferPointer(rebasing: raw[piece.frame])
+                            return .whole(
+                                index: Int(piece.offset / UInt64(SegmentFrames.segmentSize)),
+                                try builder.prepareSegment(content: piece.bytes, frame: frame)
+                            )
+                        }
+                    }
+                }
+            }
+            decoding.append((volume, .running(work)))
+        }
+        while decoding.count(where: \.work.isRunning) > Self.decodeWindow || decoding.count > Self.smallBatch {
+            try await applyDecoded(all: false)
+        }
+    }
+
+    /// Writes decoded extents into the commit in arrival order: the oldest one (with the decoded ones right
+    /// after it), or all of them.
+    private func applyDecoded(all: Bool) async throws {
+        while !decoding.isEmpty {
+            var group: [(volume: String, pieces: [DecodedPiece])] = []
+            do {
+                repeat {
+                    let (volume, work) = decoding.removeFirst()
+                    group.append((volume, try await work.pieces()))
+                } while !decoding.isEmpty && (all || !decoding[0].work.isRunning)
+                if let builder, commitError == nil {
+                    try await service.pool.blocking { [group] in
+                        for (volume, pieces) in group {
+                            for piece in pieces {
+                                switch piece {
+                                case .whole(let index, let prepared):
+                                    try builder.putSegment(volume: volume, index: index, prepared)
+                                case .partial(let offset, let bytes):
+                                    try bytes.withUnsafeBytes { try builder.write(volume: volume, offset: Int64(offset), bytes: $0) }
+                                }
+                            }
+                        }
+                    }
+                }
+            } catch let error as LifeboatError where error.code == "protocol.malformed" {
+                throw error  // a lying peer: the connection closes, the commit is abandoned
+            } catch {
+                if commitError == nil {
+                    commitError = Self.lifeboatError(error)
+                    logger.warning("cannot store extent", metadata: ["error": "\(Self.describe(error))"])
+                }
+            }
+            if !all { return }
+        }
+    }
+
+    /// Drops extents still being decoded (the commit is over), after their work ended.
+    private func discardDecoded() async {
+        let pending = decoding
+        decoding = []
+        for entry in pending {
+            do {
+                _ = try await entry.work.pieces()
+            } catch let error as LifeboatError where error.code == "protocol.malformed" {
+                logger.warning("connection refused or failed", metadata: ["error": "\(Self.describe(error))"])
+            } catch {}
+        }
+    }
+
     private func finishCommit(sequence: UInt64, consistent: Bool, captureTime: Timestamp, epochs: [UInt64]) async
         -> [ServerSessionStateMachine.Action]
     {
@@ -347,6 +445,7 @@ final class AgentSession {
     }
 
     private func dropCommit() async {
+        await discardDecoded()
         builder?.abandon()
         builder = nil
         if holdsGate {
@@ -393,5 +492,30 @@ final class AgentSession {
     static func describe(_ error: any Error) -> String {
         if let e = error as? LifeboatError { return "[\(e.code)] \(e.description)" }
         return "\(error)"
+    }
+}
+
+/// A piece of a segment-framed extent, ready to write: a whole segment checked and sealed, or bytes of a
+/// partly written segment (those go through the commit's usual path).
+enum DecodedPiece: Sendable {
+    case whole(index: Int, PreparedSegment)
+    case partial(offset: UInt64, bytes: [UInt8])
+}
+
+/// A segment-framed extent being decoded on the pool, or decoded.
+enum DecodeWork {
+    case running(Task<[DecodedPiece], any Error>)
+    case decoded([DecodedPiece])
+
+    var isRunning: Bool {
+        if case .running = self { return true }
+        return false
+    }
+
+    func pieces() async throws -> [DecodedPiece] {
+        switch self {
+        case .running(let task): try await task.value
+        case .decoded(let pieces): pieces
+        }
     }
 }

@@ -201,6 +201,17 @@ final class BlobRepository: @unchecked Sendable {
         return sealed.count
     }
 
+    /// Stores a blob sealed by the caller (`seal(_:kind:context:)` with the id as context) unless the store
+    /// already has it. Returns the number of bytes added (0 for a duplicate).
+    func storeSealed(_ id: BlobID, kind: BlobKind, sealed: Data, rawLength: Int, compressed: Bool) throws -> Int {
+        try lock.withLock { () throws -> Int in
+            if entries[id] != nil || reserved.contains(id) { return 0 }
+            reserved.insert(id)
+            try appendLocked(sealed, id: id, kind: kind, rawLength: rawLength, compressed: compressed)
+            return sealed.count
+        }
+    }
+
     /// Copies an already sealed blob into the current pack (garbage collection moves live blobs so).
     func copySealed(_ sealed: [UInt8], entry: BlobEntry) throws {
         try lock.withLock { () throws in

@@ -2,9 +2,33 @@
 @preconcurrency import Glibc
 #endif
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 public import LifeboatCore
 import LifeboatSystem
 import SystemPackage
+
+/// A segment partly written in this commit: its content so far, and its content before (the old entry's),
+/// which building it compares with.
+struct PendingSegment {
+    var content: [UInt8]
+    let original: [UInt8]
+
+    static let bytes = 2 * StoreFormat.segmentSize
+}
+
+/// A whole segment checked and sealed off the commit's thread (`CommitBuilder.prepareSegment`).
+public struct PreparedSegment: @unchecked Sendable {
+    let content: [UInt8]
+    let isZero: Bool
+    let fingerprint: BlobID
+    /// The sealed chunk body; nil for an all-zero segment.
+    let sealed: Data?
+    let compressed: Bool
+}
 
 /// Builds one commit of one machine: the changed state of some of its volumes, made durable and visible
 /// all at once by `commit()`. Volumes the commit does not touch keep their state from the parent commit.
@@ -21,7 +45,8 @@ public final class CommitBuilder: @unchecked Sendable {
     /// Leaves changed in this commit, per volume, by leaf index.
     private var dirtyLeaves: [String: [Int: [SegmentEntry]]] = [:]
     /// Extents written but not yet folded into segments: per volume, per segment index, content and mask.
-    private var pendingSegments: [String: [Int: [UInt8]]] = [:]
+    private var pendingSegments: [String: [Int: PendingSegment]] = [:]
+    /// Memory held by pending segments (new content and the content before this commit's writes).
     private var pendingBytes = 0
     private let counters = PlainLock()
     private var storedBytes: UInt64 = 0
@@ -113,7 +138,7 @@ public final class CommitBuilder: @unchecked Sendable {
         if volumes[volume] == nil { volumeOrder.append(volume) }
         volumes[volume] = state
         if let pending = pendingSegments.removeValue(forKey: volume) {
-            pendingBytes -= pending.count * StoreFormat.segmentSize
+            pendingBytes -= pending.count * PendingSegment.bytes
         }
         dirtyLeaves[volume] = nil
         leafCache[volume] = leaves
@@ -298,10 +323,10 @@ public final class CommitBuilder: @unchecked Sendable {
             let count = Int(min(end - position, seg - Int64(within)))
             if pendingSegments[volume]?[index] == nil {
                 let content = try currentContent(volume: volume, segment: index)
-                pendingSegments[volume, default: [:]][index] = content
-                pendingBytes += StoreFormat.segmentSize
+                pendingSegments[volume, default: [:]][index] = PendingSegment(content: content, original: content)
+                pendingBytes += PendingSegment.bytes
             }
-            pendingSegments[volume]![index]!.withUnsafeMutableBytes { dst in
+            pendingSegments[volume]![index]!.content.withUnsafeMutableBytes { dst in
                 dst.baseAddress!.advanced(by: within)
                     .copyMemory(from: bytes.baseAddress!.advanced(by: Int(position - offset)), byteCount: count)
             }
@@ -310,8 +335,79 @@ public final class CommitBuilder: @unchecked Sendable {
         if pendingBytes > Self.pendingLimit { try foldPending(volume: nil) }
     }
 
+    // MARK: Writing whole segments compressed by the sender
+
+    /// Checks and seals a whole 64 KiB segment whose compressed form (one zstd frame decoding to exactly
+    /// `content`) came from the sender: computes its id and seals the frame as the chunk's body (or the plain
+    /// bytes, when the frame does not save 1/32, as the store does for its own compression). Thread-safe and
+    /// free of the commit's state: run it on any thread, then hand the result to `putSegment` in write order.
+    public func prepareSegment(content: [UInt8], frame: UnsafeRawBufferPointer) throws -> PreparedSegment {
+        guard content.count == StoreFormat.segmentSize else {
+            throw LifeboatError("store.misaligned", "a prepared segment must hold \(StoreFormat.segmentSize) bytes, not \(content.count)")
+        }
+        return try content.withUnsafeBytes { (plain) throws -> PreparedSegment in
+            if isAllZero(plain) { return PreparedSegment(content: content, isZero: true, fingerprint: .zero, sealed: nil, compressed: false) }
+            let cipher = store.cipher
+            let id = cipher.id(of: plain)
+            let useFrame = frame.count <= StoreFormat.segmentSize - StoreFormat.segmentSize / 32
+            let sealed = try cipher.seal(useFrame ? frame : plain, kind: .chunk, context: id.bytes)
+            return PreparedSegment(content: content, isZero: false, fingerprint: id, sealed: sealed, compressed: useFrame)
+        }
+    }
+
+    /// Writes segment `index` of `volume` whole (its 64 KiB lie inside the volume), as prepared by
+    /// `prepareSegment`: like `write` of the same bytes, without compressing them again.
+    public func putSegment(volume: String, index: Int, _ prepared: PreparedSegment) throws {
+        try checkOpen()
+        guard let state = volumes[volume] else {
+            throw LifeboatError("store.unknown-volume", "volume '\(volume)' of machine '\(machine)' has no size yet: call setSize first")
+        }
+        let seg = Int64(StoreFormat.segmentSize)
+        guard index >= 0, Int64(index) < state.size / seg else {
+            throw LifeboatError(
+                "store.beyond-end",
+                "segment \(index) is not a whole segment inside volume '\(volume)' (\(state.size) bytes)"
+            )
+        }
+        // The whole segment replaces whatever earlier extents of this commit left pending for it.
+        if pendingSegments[volume]?.removeValue(forKey: index) != nil { pendingBytes -= PendingSegment.bytes }
+        let perLeaf = StoreFormat.segmentsPerLeaf
+        let leafIndex = index / perLeaf
+        var leaf: [SegmentEntry]
+        if let dirty = dirtyLeaves[volume]?[leafIndex] {
+            leaf = dirty
+        } else {
+            let leaves = try currentLeafIDs(volume)
+            leaf = try tree.loadLeaf(leafIndex < leaves.count ? leaves[leafIndex] : nil)
+        }
+        let old = leaf[index % perLeaf]
+        if unflushedSegments, old != .hole {
+            // Comparing with the old content reads it back: what this commit stored must be readable.
+            try store.blobs.flushPack()
+            unflushedSegments = false
+        }
+        let built = try pool.withWorkspace { (ws) throws -> BuiltSegment in
+            try prepared.content.withUnsafeBytes { (content) throws -> BuiltSegment in
+                let built = try segments.build(old: old, new: content, workspace: ws, prepared: prepared)
+                try account(volume: volume, segment: index, maskAgainstOld: built.changedMask, content: content, workspace: ws)
+                return built
+            }
+        }
+        leaf[index % perLeaf] = built.entry
+        dirtyLeaves[volume, default: [:]][leafIndex] = leaf
+        storedBytes += UInt64(built.storedBytes)
+        if built.storedBytes > 0 { unflushedSegments = true }
+    }
+
+    /// True when `putSegment` stored chunks that are not readable yet (their pack is still open).
+    private var unflushedSegments = false
+
     /// The content of a segment as this commit currently has it.
     private func currentContent(volume: String, segment index: Int) throws -> [UInt8] {
+        if unflushedSegments {
+            try store.blobs.flushPack()
+            unflushedSegments = false
+        }
         let leafIndex = index / StoreFormat.segmentsPerLeaf
         let entry: SegmentEntry
         if let leaf = dirtyLeaves[volume]?[leafIndex] {
@@ -364,11 +460,14 @@ public final class CommitBuilder: @unchecked Sendable {
             let oldLeaves = touched
             let results = ParallelSlots<BuiltSegment?>(count: items.count, initial: nil)
             try parallelForEach(items.count) { i in
-                let (index, content) = items[i]
+                let (index, segment) = items[i]
                 let old = oldLeaves[index / perLeaf]![index % perLeaf]
                 try pool.withWorkspace { (ws) throws in
-                    try content.withUnsafeBytes { (buf) throws in
-                        let built = try segments.build(old: old, new: buf, workspace: ws)
+                    try segment.content.withUnsafeBytes { (buf) throws in
+                        // The old entry's content was loaded when the segment became pending: not again.
+                        let built = try segment.original.withUnsafeBytes { (original) throws in
+                            try segments.build(old: old, new: buf, workspace: ws, oldContent: original)
+                        }
                         try account(volume: volume, segment: index, maskAgainstOld: built.changedMask, content: buf, workspace: ws)
                         results[i] = built
                     }
@@ -380,10 +479,11 @@ public final class CommitBuilder: @unchecked Sendable {
                 storedBytes += UInt64(built.storedBytes)
             }
             for (leafIndex, leaf) in touched { dirtyLeaves[volume, default: [:]][leafIndex] = leaf }
-            pendingBytes -= pending.count * StoreFormat.segmentSize
+            pendingBytes -= pending.count * PendingSegment.bytes
             pendingSegments[volume] = nil
         }
         try store.blobs.flushPack()
+        unflushedSegments = false
     }
 
     private func finishVolume(_ volume: String, leaves: [BlobID?], size: Int64) throws {

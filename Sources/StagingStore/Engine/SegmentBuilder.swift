@@ -57,19 +57,29 @@ struct SegmentBuilder {
     func build(
         old: SegmentEntry,
         new content: UnsafeRawBufferPointer,
-        workspace ws: SegmentWorkspace
+        workspace ws: SegmentWorkspace,
+        prepared: PreparedSegment? = nil,
+        oldContent known: UnsafeRawBufferPointer? = nil
     ) throws -> BuiltSegment {
         precondition(content.count == StoreFormat.segmentSize)
-        let newIsZero = isAllZero(content)
+        let newIsZero = prepared?.isZero ?? isAllZero(content)
         if newIsZero, case .hole = old { return BuiltSegment(entry: .hole, changedMask: 0, storedBytes: 0) }
-        let fingerprint = newIsZero ? BlobID.zero : cipher.id(of: content)
+        let fingerprint = newIsZero ? BlobID.zero : prepared?.fingerprint ?? cipher.id(of: content)
         if !newIsZero, old.fingerprint == fingerprint {
             return BuiltSegment(entry: old, changedMask: 0, storedBytes: 0)
         }
         // Find which blocks changed.
         let oldIsHole: Bool
         if case .hole = old { oldIsHole = true } else { oldIsHole = false }
-        if !oldIsHole { try loadContent(of: old, into: ws.oldContent, workspace: ws) }
+        // The old entry's bytes: given by the caller (who loaded them already), or loaded now.
+        var oldBytes = UnsafeRawBufferPointer(ws.oldContent)
+        if !oldIsHole {
+            if let known, known.count == StoreFormat.segmentSize {
+                oldBytes = known
+            } else {
+                try loadContent(of: old, into: ws.oldContent, workspace: ws)
+            }
+        }
         var changed = [Bool](repeating: false, count: StoreFormat.blocksPerSegment)
         var changedCount = 0
         var changedMask: UInt32 = 0
@@ -80,7 +90,7 @@ struct SegmentBuilder {
             if oldIsHole {
                 differs = !isAllZero(newBlock)
             } else {
-                differs = memcmp(newBlock.baseAddress!, ws.oldContent.baseAddress! + b * bs, bs) != 0
+                differs = memcmp(newBlock.baseAddress!, oldBytes.baseAddress! + b * bs, bs) != 0
             }
             if differs {
                 changed[b] = true
@@ -97,6 +107,16 @@ struct SegmentBuilder {
             return BuiltSegment(entry: old, changedMask: 0, storedBytes: 0)
         }
         if changedCount >= Self.wholeThreshold {
+            if let prepared, let sealed = prepared.sealed {
+                let stored = try blobs.storeSealed(
+                    fingerprint,
+                    kind: .chunk,
+                    sealed: sealed,
+                    rawLength: StoreFormat.segmentSize,
+                    compressed: prepared.compressed
+                )
+                return BuiltSegment(entry: .whole(fingerprint), changedMask: changedMask, storedBytes: stored)
+            }
             let stored = try blobs.store(
                 fingerprint,
                 kind: .chunk,
@@ -192,20 +212,6 @@ func blockDifferences(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) 
     return mask
 }
 
-/// True when every byte is zero. Reads eight bytes at a time.
+/// True when every byte is zero.
 @inline(__always)
-func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-    guard let base = bytes.baseAddress else { return true }
-    let words = bytes.count / 8
-    var i = 0
-    while i < words {
-        if base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
-        i += 1
-    }
-    var j = words * 8
-    while j < bytes.count {
-        if bytes[j] != 0 { return false }
-        j += 1
-    }
-    return true
-}
+func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool { RawMemory.isZero(bytes) }
