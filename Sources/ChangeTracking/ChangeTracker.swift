@@ -27,7 +27,8 @@
 //     counter, the program detached or the agent restarted without a clean-shutdown marker (writes while no
 //     program was attached are invisible), a changed volume size, or an unreadable state file. Like `ScanTracker`'s,
 //     that rescan reports the whole volume from base epoch 0, so the rest of the agent never needs to know
-//     which tracker runs.
+//     which tracker runs. Its acknowledge must also keep reported blocks the agent never read (a part of an
+//     initial sync) as changed.
 
 /// A byte range of a volume that changed: 4 KiB aligned; the last extent of a volume whose size is not a
 /// multiple of 4 KiB ends at the volume size.
@@ -56,12 +57,13 @@ public struct ChangeSet: Sendable {
     /// Why the tracker reports what it reports.
     public enum Reason: Sendable, Hashable, CustomStringConvertible {
         /// The tracker has no state for this volume (first run): `baseEpoch` is 0, `extents` cover every block
-        /// that is not all zero.
+        /// that is not all zero (and may cover zero blocks too: a scan-free first collect reports data ranges).
         case initialSync
         /// The usual case: `extents` are the blocks that differ from the acknowledged state `baseEpoch`.
         case incremental
-        /// The tracking state was lost or cannot be trusted (the reason says why): `baseEpoch` is 0 and
-        /// `extents` cover the whole volume, so the change set is correct whatever the receiver holds.
+        /// The tracking state was lost or cannot be trusted (the reason says why): `baseEpoch` is 0 (the
+        /// receiver starts from an empty volume) and `extents` cover every block that may hold data, so the
+        /// change set is correct whatever the receiver held.
         case rescan(String)
 
         public var description: String {

@@ -25,11 +25,14 @@ import SystemPackage
 /// `<name>` is `stateName(for:)`: the volume id with unsafe characters replaced, plus a hash of the id.
 ///
 /// Choices:
-/// - Initial sync reports the blocks that are not all zero (the receiver starts from an empty volume), and a
-///   volume that grew reports the blocks of the new area that are not all zero (the receiver extends with
-///   zeros). Both fall out of one rule: a block the base does not have counts as a zero block.
-/// - A rescan reports the whole volume as one extent: the tracker cannot know what the receiver holds, so the
-///   change set must be correct on any base. It costs zero blocks in transfer, which compress to nothing.
+/// - Initial sync and rescan (no acknowledged map) do not scan first: they report every range that may hold
+///   data (a sparse file's data ranges, else the whole volume) onto an empty volume (base epoch 0), and count
+///   every block as zero until `read` delivers it; the agent skips pieces that read as zeros. A volume that
+///   grew reports the blocks of the new area that are not all zero (the receiver extends with zeros). Both
+///   follow one rule: a block the base does not have counts as a zero block.
+/// - With write hints a rescan scans and reports the whole volume: the next hinted collect builds on that scan.
+/// - `acknowledge` records what `read` delivered: reported blocks never read keep what the receiver holds
+///   (zeros on an empty base, else the base's fingerprint), so a change set may land in parts.
 /// - A volume smaller than its acknowledged state fails with `tracker.volume-shrank`.
 /// - Collected-but-unacknowledged epochs keep their full fingerprint map in memory until acknowledged or
 ///   abandoned; at most `Options.maxOutstandingEpochs` of them (the oldest is dropped first, and
