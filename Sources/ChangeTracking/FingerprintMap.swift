@@ -28,7 +28,7 @@ struct Fingerprint: Equatable, Sendable {
 
     /// Fingerprint of a block of `count` ≤ 4096 bytes, padded with zeros. An all-zero block costs no hash.
     static func ofPartial(_ bytes: UnsafeRawBufferPointer) -> Fingerprint {
-        if isZero(bytes) { return zero }
+        if RawMemory.isZero(bytes) { return zero }
         if bytes.count == blockSize { return of(bytes) }
         var padded = [UInt8](repeating: 0, count: blockSize)
         padded.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
@@ -37,8 +37,6 @@ struct Fingerprint: Equatable, Sendable {
 
     /// The fingerprint of an all-zero block.
     static let zero: Fingerprint = [UInt8](repeating: 0, count: blockSize).withUnsafeBytes { of($0) }
-
-    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool { RawMemory.isZero(bytes) }
 }
 
 /// One fingerprint per 4 KiB block of a volume, in one allocation (16 bytes per block: 8 MiB for 2 GiB).

@@ -285,7 +285,6 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             let blocks = Int((size + Int64(Fingerprint.blockSize) - 1) / Int64(Fingerprint.blockSize))
             map = FingerprintMap(count: blocks, filledWith: .zero)
             extents = try possibleData(size: size)
-            lock.withLock { lastCollectWasFullScan = true }
         } else {
             map = try currentContent(size: size)
             if let previous {

@@ -9,13 +9,7 @@ import Testing
     @Test func loopDevice() throws {
         let size = 8 * MiB
         let f = try TrackerFixture(size: size, seed: 30)
-        let attach = try run("/usr/sbin/losetup", ["--find", "--show", f.volumePath])
-        try #require(
-            attach.status == 0,
-            "losetup --find --show \(f.volumePath) failed (status \(attach.status)): \(attach.stderr)"
-        )
-        let device = attach.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        try #require(device.hasPrefix("/dev/loop"), "losetup printed '\(attach.stdout)'")
+        let device = try f.attachLoopDevice()
         defer { _ = try? run("/usr/sbin/losetup", ["-d", device]) }
 
         let receiver = ModelReceiver()

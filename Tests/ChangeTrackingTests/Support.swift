@@ -27,6 +27,19 @@ final class TrackerFixture {
 
     func contents() throws -> [UInt8] { try FileTools.read(volumePath) }
 
+    /// Attaches the image to a free loop device (the suite runs as root) and returns the device's path; the
+    /// caller detaches it (`losetup -d`).
+    func attachLoopDevice() throws -> String {
+        let attach = try run("/usr/sbin/losetup", ["--find", "--show", volumePath])
+        try #require(
+            attach.status == 0,
+            "losetup --find --show \(volumePath) failed (status \(attach.status)): \(attach.stderr)"
+        )
+        let device = attach.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(device.hasPrefix("/dev/loop"), "losetup printed '\(attach.stdout)'")
+        return device
+    }
+
     /// Overwrites block `index` with random bytes (never equal to what was there).
     func scribble(block index: Int, rng: inout SeededRandom) throws {
         try FileTools.write(volumePath, rng.bytes(block), at: Int64(index * block))

@@ -346,7 +346,7 @@ public final class CommitBuilder: @unchecked Sendable {
             throw LifeboatError("store.misaligned", "a prepared segment must hold \(StoreFormat.segmentSize) bytes, not \(content.count)")
         }
         return try content.withUnsafeBytes { (plain) throws -> PreparedSegment in
-            if isAllZero(plain) { return PreparedSegment(content: content, isZero: true, fingerprint: .zero, sealed: nil, compressed: false) }
+            if RawMemory.isZero(plain) { return PreparedSegment(content: content, isZero: true, fingerprint: .zero, sealed: nil, compressed: false) }
             let cipher = store.cipher
             let id = cipher.id(of: plain)
             let useFrame = frame.count <= StoreFormat.segmentSize - StoreFormat.segmentSize / 32

@@ -62,7 +62,7 @@ struct SegmentBuilder {
         oldContent known: UnsafeRawBufferPointer? = nil
     ) throws -> BuiltSegment {
         precondition(content.count == StoreFormat.segmentSize)
-        let newIsZero = prepared?.isZero ?? isAllZero(content)
+        let newIsZero = prepared?.isZero ?? RawMemory.isZero(content)
         if newIsZero, case .hole = old { return BuiltSegment(entry: .hole, changedMask: 0, storedBytes: 0) }
         let fingerprint = newIsZero ? BlobID.zero : prepared?.fingerprint ?? cipher.id(of: content)
         if !newIsZero, old.fingerprint == fingerprint {
@@ -88,7 +88,7 @@ struct SegmentBuilder {
             let newBlock = UnsafeRawBufferPointer(rebasing: content[(b * bs)..<((b + 1) * bs)])
             let differs: Bool
             if oldIsHole {
-                differs = !isAllZero(newBlock)
+                differs = !RawMemory.isZero(newBlock)
             } else {
                 differs = memcmp(newBlock.baseAddress!, oldBytes.baseAddress! + b * bs, bs) != 0
             }
@@ -137,7 +137,7 @@ struct SegmentBuilder {
             var end = b + 1
             while end < StoreFormat.blocksPerSegment && changed[end] { end += 1 }
             let bytes = UnsafeRawBufferPointer(rebasing: content[(b * bs)..<(end * bs)])
-            if isAllZero(bytes) {
+            if RawMemory.isZero(bytes) {
                 for i in b..<end { refs[i] = (nil, 0) }
             } else {
                 let id = cipher.id(of: bytes)
@@ -212,6 +212,3 @@ func blockDifferences(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) 
     return mask
 }
 
-/// True when every byte is zero.
-@inline(__always)
-func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool { RawMemory.isZero(bytes) }

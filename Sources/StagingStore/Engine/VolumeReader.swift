@@ -231,7 +231,7 @@ extension Store {
         while b < span {
             let end = min(b + StoreFormat.blockSize, span)
             let nonZero =
-                present[b / StoreFormat.segmentSize] && !isAllZero(UnsafeRawBufferPointer(rebasing: buffer[b..<end]))
+                present[b / StoreFormat.segmentSize] && !RawMemory.isZero(UnsafeRawBufferPointer(rebasing: buffer[b..<end]))
             if nonZero {
                 if runStart < 0 { runStart = b }
             } else {
