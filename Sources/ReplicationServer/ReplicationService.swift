@@ -56,7 +56,7 @@ public final class ReplicationService: Service, Sendable {
             caPEMPath: layout.caCertificate
         )
         do {
-            sslContext = try NIOSSLContext(configuration: tls)
+            sslContext = try TLSSetup.makeContext(tls)
         } catch {
             throw LifeboatError("tls.setup", "cannot set up TLS from \(layout.tlsDirectory)", cause: error)
         }

@@ -238,7 +238,7 @@ extension ServerRun {
                 keyPEMPath: layout.serverKey,
                 caPEMPath: layout.caCertificate
             )
-            configuration.tls = try NIOSSLContext(configuration: tls)
+            configuration.tls = try TLSSetup.makeContext(tls)
             configuration.allowedClientCertificates = [try Self.nbdClientIdentity(layout: layout)]
         }
         return try NBDServer(configuration: configuration, logger: Logger(label: "lifeboat.nbd"))

@@ -2,6 +2,7 @@ import LifeboatCore
 import LifeboatTesting
 import NIOCore
 import NIOPosix
+import Foundation
 import NIOSSL
 import ReplicationTransport
 import Testing
@@ -120,23 +121,64 @@ struct TLSTests {
         print("openssl s_client -tls1_2: exit \(result.status); \(result.stderr.split(separator: "\n").first ?? "")")
     }
 
-    @Test func recordsTheTLS13CipherThatOpenSSLNegotiates() async throws {
+    @Test func theServerNegotiatesOnlyTLSAES256GCM() async throws {
         let pki = try TestPKI()
         let server = try await ProbeServer.start(try pki.serverConfiguration())
         defer { server.close() }
-        for offer in [nil, "TLS_AES_256_GCM_SHA384"] {
-            var arguments = [
-                "s_client", "-tls1_3", "-brief", "-connect", "127.0.0.1:\(server.port)", "-servername", "localhost",
-                "-CAfile", pki.dir.child("ca.pem"), "-verify_return_error",
-            ]
-            if let offer { arguments += ["-ciphersuites", offer] }
-            let result = try PKITestTools.opensslWithoutInput(arguments)
+        let base = [
+            "s_client", "-tls1_3", "-brief", "-connect", "127.0.0.1:\(server.port)", "-servername", "localhost",
+            "-CAfile", pki.dir.child("ca.pem"), "-verify_return_error",
+        ]
+        // OpenSSL's default offer lists TLS_AES_256_GCM_SHA384 first, but also AES-128-GCM and ChaCha20.
+        for offer in [nil, "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"] {
+            let result = try PKITestTools.opensslWithoutInput(base + (offer.map { ["-ciphersuites", $0] } ?? []))
             let output = result.stdout + result.stderr
             #expect(result.status == 0, "\(output)")
-            #expect(output.contains("TLSv1.3"))
-            let cipher =
-                output.split(separator: "\n").first { $0.hasPrefix("Ciphersuite") } ?? "Ciphersuite: (not shown)"
-            print("openssl s_client -tls1_3 offering \(offer ?? "its defaults") negotiated \(cipher)")
+            let cipher = output.split(separator: "\n").first { $0.hasPrefix("Ciphersuite") }.map(String.init)
+            #expect(cipher == "Ciphersuite: TLS_AES_256_GCM_SHA384", "offering \(offer ?? "defaults"): \(output)")
+        }
+        // A client without AES-256-GCM is refused in the handshake.
+        for offer in ["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"] {
+            let result = try PKITestTools.opensslWithoutInput(base + ["-ciphersuites", offer])
+            let output = result.stdout + result.stderr
+            #expect(result.status != 0, "offering \(offer): \(output)")
+            #expect(output.contains("handshake failure"), "offering \(offer): \(output)")
+            #expect(!output.contains("Ciphersuite:"))
+        }
+        #expect(!server.log.lines.contains { $0.hasPrefix("peer") })
+    }
+
+    @Test(arguments: ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"])
+    func theAgentSpeaksOnlyTLSAES256GCM(serverSuite: String) async throws {
+        let pki = try TestPKI()
+        // openssl s_server with the real server certificate and one TLS 1.3 suite; -rev answers each line reversed.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = [
+            "s_server", "-accept", "127.0.0.1:0", "-cert", pki.dir.child("server.pem"), "-key", pki.dir.child("server.key"),
+            "-tls1_3", "-ciphersuites", serverSuite, "-naccept", "1", "-rev",
+        ]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() }; process.waitUntilExit() }
+        var port: Int?
+        var seen = ""
+        while port == nil, let chunk = try output.fileHandleForReading.read(upToCount: 1), !chunk.isEmpty {
+            seen += String(decoding: chunk, as: UTF8.self)
+            if seen.hasSuffix("\n"), let line = seen.split(separator: "\n").first(where: { $0.hasPrefix("ACCEPT ") }) {
+                port = line.split(separator: ":").last.flatMap { Int($0) }
+            }
+        }
+        let acceptPort = try #require(port, "s_server printed no ACCEPT line: \(seen)")
+        let agent = try pki.agentConfiguration()
+        if serverSuite == "TLS_AES_256_GCM_SHA384" {
+            let reply = try await ProbeClient.exchange(port: acceptPort, configuration: agent, hostname: "localhost")
+            #expect(reply == "olleh")
+        } else {
+            await ProbeClient.expectRefused(port: acceptPort, configuration: agent, hostname: "localhost")
         }
     }
 
@@ -315,7 +357,7 @@ struct ProbeServer {
     let log: ProbeLog
 
     static func start(_ configuration: TLSConfiguration) async throws -> ProbeServer {
-        let context = try NIOSSLContext(configuration: configuration)
+        let context = try TLSSetup.makeContext(configuration)
         let log = ProbeLog()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
@@ -403,7 +445,7 @@ enum ProbeClient {
         hostname: String? = nil,
         verifier: PinnedAuthorityVerifier? = nil
     ) async throws -> String {
-        let context = try NIOSSLContext(configuration: configuration)
+        let context = try TLSSetup.makeContext(configuration)
         let group = MultiThreadedEventLoopGroup.singleton
         let reply = group.next().makePromise(of: String.self)
         // A guard against a hang, not a timing assertion: every case here finishes in well under a second.

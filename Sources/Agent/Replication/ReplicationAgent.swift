@@ -65,7 +65,7 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
                 caPEMPath: state.ca
             )
             do {
-                sslContext = try NIOSSLContext(configuration: tls)
+                sslContext = try TLSSetup.makeContext(tls)
             } catch {
                 throw LifeboatError("tls.setup", "cannot set up TLS from \(state.root)", cause: error)
             }

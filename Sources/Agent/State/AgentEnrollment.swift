@@ -32,7 +32,7 @@ public enum AgentEnrollment {
         let (configuration, verifier) = try TLSSetup.enrollmentConfiguration(caFingerprint: token.caFingerprint, logger: logger)
         let context: NIOSSLContext
         do {
-            context = try NIOSSLContext(configuration: configuration)
+            context = try TLSSetup.makeContext(configuration)
         } catch {
             throw LifeboatError("tls.setup", "cannot set up TLS for enrollment", cause: error)
         }

@@ -5,10 +5,9 @@ public import NIOSSL
 
 /// The TLS configurations of the replication link: TLS 1.3 only, trust in the Lifeboat CA only.
 ///
-/// Cipher suites: BoringSSL does not let the TLS 1.3 suites be chosen (`cipherSuites`/`cipherSuiteValues` only
-/// affect TLS 1.2 and older, which are disabled here), so a connection uses one of BoringSSL's fixed set:
-/// TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384 or TLS_CHACHA20_POLY1305_SHA256. swift-nio-ssl does not report
-/// which one was negotiated; `openssl s_client -tls1_3 -brief` shows it (see TLSTests).
+/// Cipher suites: TLS_AES_256_GCM_SHA384 only, set on the context by `makeContext` (TLSSetup+Suites.swift) —
+/// TLSConfiguration's `cipherSuites` only reaches TLS 1.2 and older, which are disabled here. Make every context
+/// for these configurations with `makeContext`.
 public enum TLSSetup {
     /// Server: its certificate chain [server, CA] and key, client certificates optional but, when presented, they
     /// must chain to the CA (a client without one may only enroll; the session code enforces that).
