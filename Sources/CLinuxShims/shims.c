@@ -30,3 +30,7 @@ int lifeboat_spawn_close_from(void *actions, int lowfd) {
     return ENOSYS;
 #endif
 }
+
+int lifeboat_open_direct_write(const char *path) {
+    return open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+}

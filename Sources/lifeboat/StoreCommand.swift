@@ -189,7 +189,7 @@ struct StoreStats: ParsableCommand {
             let s = try store.stats()
             if json {
                 print(
-                    "{\"machines\":\(s.machines),\"points\":\(s.points),\"packs\":\(s.packs),\"pack_bytes\":\(s.packBytes),\"blobs\":\(s.blobs),\"chunk_bytes_raw\":\(s.chunkRawBytes),\"latest_volume_bytes\":\(s.latestVolumeBytes),\"metadata_bytes\":\(s.metadataBytes)}"
+                    "{\"machines\":\(s.machines),\"points\":\(s.points),\"packs\":\(s.packs),\"pack_bytes\":\(s.packBytes),\"blobs\":\(s.blobs),\"chunk_bytes_raw\":\(s.chunkRawBytes),\"latest_volume_bytes\":\(s.latestVolumeBytes),\"metadata_bytes\":\(s.metadataBytes),\"deferred_blobs\":\(s.deferredBlobs)}"
                 )
                 return
             }
@@ -199,6 +199,7 @@ struct StoreStats: ParsableCommand {
             print("packs:            \(s.packs) (\(ByteFormatting.binary(s.packBytes)))")
             print("blobs:            \(s.blobs) (\(ByteFormatting.binary(s.chunkRawBytes)) of data before compression)")
             print("metadata files:   \(ByteFormatting.binary(s.metadataBytes))")
+            print("not yet compressed (landed raw, compressed in the background): \(s.deferredBlobs) blobs")
             print("protected volumes (latest points): \(ByteFormatting.binary(s.latestVolumeBytes))")
         }
     }

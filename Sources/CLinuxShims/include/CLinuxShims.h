@@ -10,3 +10,7 @@ int lifeboat_start_writeback_range(int fd, long long offset, long long length);
 /// Adds "close every descriptor from `lowfd` up" to a posix_spawn_file_actions_t (glibc ≥ 2.34), so that a child
 /// inherits no socket or file of ours. Returns 0 or an errno value.
 int lifeboat_spawn_close_from(void *actions, int lowfd);
+
+/// Opens an existing file for writing with O_DIRECT (writes bypass the page cache). Returns the descriptor, or -1
+/// with errno set when the file system does not support it (tmpfs: EINVAL).
+int lifeboat_open_direct_write(const char *path);

@@ -3,6 +3,7 @@
 #elseif canImport(Musl)
 @preconcurrency import Musl
 #endif
+import Dispatch
 import LifeboatCore
 import LifeboatSystem
 import SystemPackage
@@ -283,53 +284,115 @@ final class LocalObjectReader: ObjectReader, @unchecked Sendable {
     deinit { try? fd.close() }
 }
 
-/// Buffers appends in 1 MiB, writes them, and on `finish()` syncs, renames into place, and marks the
-/// directory for the next barrier.
-final class LocalObjectWriter: ObjectWriter {
+/// A full buffer on its way to the writer's queue: owned by the queue until it returns it to the spares.
+private struct HandedBuffer: @unchecked Sendable {
+    let memory: UnsafeMutableRawBufferPointer
+}
+
+/// Buffers appends in 4 MiB, writes full buffers in the background, and on `finish()` syncs, renames into place,
+/// and marks the directory for the next barrier.
+///
+/// Full buffers go to disk on a queue of their own, so the caller (which holds the blob repository's lock) goes
+/// on filling the next buffer instead of waiting for the disk; at most two writes are in flight. Where the file
+/// system allows it they use O_DIRECT: measured on the benchmark VM, copying pack data into the page cache cost more
+/// CPU than anything but compression (dd: 494 MB/s buffered and CPU-bound, 846 MB/s with O_DIRECT and 1 MiB writes,
+/// the CPU free). The tail that is not a whole buffer goes through the page cache. Readers see the same bytes either
+/// way (the kernel keeps the cache coherent). A failed background write fails the next `append` or `finish`.
+final class LocalObjectWriter: ObjectWriter, @unchecked Sendable {
     private let fd: FileDescriptor
+    /// The same file opened with O_DIRECT, nil where unsupported (tmpfs) or after a direct write failed. Used on
+    /// `queue` only (and closed after it drained).
+    private var direct: FileDescriptor?
     private let temporaryPath: String
     private let finalPath: String
     private let onFinish: () -> Void
-    private var buffer: [UInt8] = []
+    private var buffer: UnsafeMutableRawBufferPointer
+    private var buffered = 0
     private var flushedBytes: Int64 = 0
     private var closed = false
-    private static let bufferCapacity = 1 << 20
+    private let queue = DispatchQueue(label: "lifeboat.pack-writer")
+    private let inFlight = DispatchSemaphore(value: 2)
+    /// Guards `spareBuffers` and `failure` (shared with the queue).
+    private let lock = PlainLock()
+    private var spareBuffers: [UnsafeMutableRawBufferPointer] = []
+    private var failure: (any Error)?
+    /// A multiple of 4 KiB (O_DIRECT needs aligned offsets, lengths and memory).
+    private static let bufferCapacity = 4 << 20
 
     init(fd: FileDescriptor, temporaryPath: String, finalPath: String, onFinish: @escaping () -> Void) {
         self.fd = fd
         self.temporaryPath = temporaryPath
         self.finalPath = finalPath
         self.onFinish = onFinish
-        buffer.reserveCapacity(Self.bufferCapacity)
+        buffer = Self.allocateBuffer()
+        let raw = lifeboat_open_direct_write(temporaryPath)
+        direct = raw >= 0 ? FileDescriptor(rawValue: raw) : nil
     }
 
-    var bytesWritten: Int64 { flushedBytes + Int64(buffer.count) }
+    private static func allocateBuffer() -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer.allocate(byteCount: bufferCapacity, alignment: 4096)
+    }
+
+    var bytesWritten: Int64 { flushedBytes + Int64(buffered) }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
-        if buffer.count + bytes.count > Self.bufferCapacity {
-            try flush()
-        }
-        if bytes.count >= Self.bufferCapacity {
-            try SystemCalls.pwriteFully(fd, bytes, at: flushedBytes, path: temporaryPath)
-            flushedBytes += Int64(bytes.count)
-        } else {
-            buffer.append(contentsOf: bytes)
+        if let error = lock.withLock({ failure }) { throw error }
+        var start = 0
+        while start < bytes.count {
+            let count = min(bytes.count - start, Self.bufferCapacity - buffered)
+            (buffer.baseAddress! + buffered).copyMemory(from: bytes.baseAddress! + start, byteCount: count)
+            buffered += count
+            start += count
+            if buffered == Self.bufferCapacity { writeFullBuffer() }
         }
     }
 
-    private func flush() throws {
-        guard !buffer.isEmpty else { return }
-        try buffer.withUnsafeBytes { (buf) throws in
-            try SystemCalls.pwriteFully(fd, buf, at: flushedBytes, path: temporaryPath)
+    /// Hands the full buffer to the queue and continues with a spare one.
+    private func writeFullBuffer() {
+        inFlight.wait()
+        let full = HandedBuffer(memory: buffer)
+        let offset = flushedBytes
+        flushedBytes += Int64(buffered)
+        buffered = 0
+        buffer = lock.withLock { spareBuffers.popLast() } ?? Self.allocateBuffer()
+        queue.async { [self] in
+            defer { inFlight.signal() }
+            defer { lock.withLock { spareBuffers.append(full.memory) } }
+            guard lock.withLock({ failure == nil }) else { return }
+            do {
+                if let direct {
+                    do {
+                        try SystemCalls.pwriteFully(direct, UnsafeRawBufferPointer(full.memory), at: offset, path: temporaryPath)
+                        return
+                    } catch {
+                        // Not on this file system after all: the page cache from now on (the same bytes again).
+                        try? direct.close()
+                        self.direct = nil
+                    }
+                }
+                try SystemCalls.pwriteFully(fd, UnsafeRawBufferPointer(full.memory), at: offset, path: temporaryPath)
+            } catch {
+                lock.withLock { failure = error }
+            }
         }
-        flushedBytes += Int64(buffer.count)
-        buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// Waits for the background writes, then writes the tail through the page cache.
+    private func flush() throws {
+        queue.sync {}
+        if let error = lock.withLock({ failure }) { throw error }
+        guard buffered > 0 else { return }
+        try SystemCalls.pwriteFully(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<buffered]), at: flushedBytes, path: temporaryPath)
+        flushedBytes += Int64(buffered)
+        buffered = 0
     }
 
     func finish() throws {
         try flush()
         // Start writing back now, without waiting; the barrier's fsync then finds little left to do.
         _ = lifeboat_start_writeback(fd.rawValue)
+        try? direct?.close()
+        direct = nil
         try? fd.close()
         closed = true
         try SystemCalls.rename(temporaryPath, finalPath)
@@ -337,7 +400,10 @@ final class LocalObjectWriter: ObjectWriter {
     }
 
     func abort() {
+        queue.sync {}
         if !closed {
+            try? direct?.close()
+            direct = nil
             try? fd.close()
             closed = true
         }
@@ -345,9 +411,13 @@ final class LocalObjectWriter: ObjectWriter {
     }
 
     deinit {
+        queue.sync {}
         if !closed {
+            try? direct?.close()
             try? fd.close()
             try? SystemCalls.unlink(temporaryPath)
         }
+        buffer.deallocate()
+        for spareBuffer in spareBuffers { spareBuffer.deallocate() }
     }
 }

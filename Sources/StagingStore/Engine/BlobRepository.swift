@@ -43,21 +43,50 @@ final class BlobRepository: @unchecked Sendable {
         return n
     }
 
-    /// Adds the entries of one index file or pack directory.
-    func register(pack name: [UInt8], entries list: [BlobEntry]) {
+    /// Adds the entries of one index file or pack directory. A blob listed twice (a background compression
+    /// copied it) keeps the copy that is not deferred; with `onlyNew`, entries of blobs already known are skipped
+    /// (for index entries whose pack is missing: a copy elsewhere wins).
+    func register(pack name: [UInt8], entries list: [BlobEntry], onlyNew: Bool = false) {
         lock.withLock {
             let n = number(forPack: name)
             for e in list {
-                entries[e.id] = BlobLocation(
-                    pack: n,
-                    offset: e.offset,
-                    length: e.length,
-                    rawLength: e.rawLength,
-                    compressed: e.compressed,
-                    kind: e.kind
-                )
+                if let old = entries[e.id], onlyNew || (!old.deferred && e.deferred) { continue }
+                setLocked(e.id, BlobLocation(entry: e, pack: n))
             }
         }
+    }
+
+    /// Number of deferred blobs per pack number, kept with `entries`.
+    private var deferredPerPack: [UInt32: Int] = [:]
+
+    private func setLocked(_ id: BlobID, _ location: BlobLocation?) {
+        if let old = entries[id], old.deferred {
+            deferredPerPack[old.pack, default: 0] -= 1
+            if deferredPerPack[old.pack] == 0 { deferredPerPack[old.pack] = nil }
+        }
+        entries[id] = location
+        if let location, location.deferred { deferredPerPack[location.pack, default: 0] += 1 }
+    }
+
+    /// Packs holding blobs stored plain to be compressed later, with every blob the index locates in them
+    /// (at most `limit` packs, the most deferred first).
+    func packsWithDeferredBlobs(limit: Int) -> [(name: [UInt8], entries: [BlobEntry])] {
+        lock.withLock {
+            let chosen = deferredPerPack.sorted { $0.value > $1.value }.prefix(limit).map(\.key)
+            guard !chosen.isEmpty else { return [] }
+            var groups: [UInt32: [BlobEntry]] = [:]
+            for number in chosen { groups[number] = [] }
+            for (id, loc) in entries where groups[loc.pack] != nil { groups[loc.pack]!.append(BlobEntry(id: id, location: loc)) }
+            return chosen.map { (packNames[Int($0)], groups[$0]!.sorted { $0.offset < $1.offset }) }
+        }
+    }
+
+    /// Number of blobs waiting for background compression.
+    var deferredBlobCount: Int { lock.withLock { deferredPerPack.values.reduce(0, +) } }
+
+    /// Names of the packs the index locates at least one blob in.
+    func packsHoldingBlobs() -> Set<[UInt8]> {
+        lock.withLock { Set(Set(entries.values.map(\.pack)).map { packNames[Int($0)] }) }
     }
 
     /// A snapshot of all entries grouped by pack, for index consolidation, GC and verify.
@@ -65,16 +94,7 @@ final class BlobRepository: @unchecked Sendable {
         lock.withLock {
             var groups: [UInt32: [BlobEntry]] = [:]
             for (id, loc) in entries {
-                groups[loc.pack, default: []].append(
-                    BlobEntry(
-                        id: id,
-                        kind: loc.kind,
-                        offset: loc.offset,
-                        length: loc.length,
-                        rawLength: loc.rawLength,
-                        compressed: loc.compressed
-                    )
-                )
+                groups[loc.pack, default: []].append(BlobEntry(id: id, location: loc))
             }
             return groups.keys.sorted().map { (packNames[Int($0)], groups[$0]!.sorted { $0.offset < $1.offset }) }
         }
@@ -84,6 +104,7 @@ final class BlobRepository: @unchecked Sendable {
     func replaceAll(with groups: [(name: [UInt8], entries: [BlobEntry])]) {
         lock.withLock {
             entries.removeAll()
+            deferredPerPack.removeAll()
             readers.removeAll()
         }
         for g in groups { register(pack: g.name, entries: g.entries) }
@@ -203,16 +224,18 @@ final class BlobRepository: @unchecked Sendable {
 
     /// Stores a blob sealed by the caller (`seal(_:kind:context:)` with the id as context) unless the store
     /// already has it. Returns the number of bytes added (0 for a duplicate).
-    func storeSealed(_ id: BlobID, kind: BlobKind, sealed: Data, rawLength: Int, compressed: Bool) throws -> Int {
+    /// `deferred`: the body is plain and should be compressed in the background.
+    func storeSealed(_ id: BlobID, kind: BlobKind, sealed: Data, rawLength: Int, compressed: Bool, deferred: Bool = false) throws -> Int {
         try lock.withLock { () throws -> Int in
             if entries[id] != nil || reserved.contains(id) { return 0 }
             reserved.insert(id)
-            try appendLocked(sealed, id: id, kind: kind, rawLength: rawLength, compressed: compressed)
+            try appendLocked(sealed, id: id, kind: kind, rawLength: rawLength, compressed: compressed, deferred: deferred)
             return sealed.count
         }
     }
 
-    /// Copies an already sealed blob into the current pack (garbage collection moves live blobs so).
+    /// Copies an already sealed blob into the current pack (garbage collection and background compression
+    /// move blobs so), with the coding `entry` gives.
     func copySealed(_ sealed: [UInt8], entry: BlobEntry) throws {
         try lock.withLock { () throws in
             try appendLocked(
@@ -220,12 +243,13 @@ final class BlobRepository: @unchecked Sendable {
                 id: entry.id,
                 kind: entry.kind,
                 rawLength: Int(entry.rawLength),
-                compressed: entry.compressed
+                compressed: entry.compressed,
+                deferred: entry.deferred
             )
         }
     }
 
-    private func appendLocked(_ sealed: Data, id: BlobID, kind: BlobKind, rawLength: Int, compressed: Bool)
+    private func appendLocked(_ sealed: Data, id: BlobID, kind: BlobKind, rawLength: Int, compressed: Bool, deferred: Bool = false)
         throws
     {
         if currentPack == nil {
@@ -243,7 +267,8 @@ final class BlobRepository: @unchecked Sendable {
                 offset: UInt32(offset),
                 length: UInt32(sealed.count),
                 rawLength: UInt32(rawLength),
-                compressed: compressed
+                compressed: compressed,
+                deferred: deferred
             )
         )
         if currentPack!.writer.bytesWritten >= StoreFormat.packTargetSize {
@@ -273,16 +298,7 @@ final class BlobRepository: @unchecked Sendable {
         }
         packsOfThisCommit.append((name, pack.entries))
         for e in pack.entries { reserved.remove(e.id) }
-        for e in pack.entries {
-            entries[e.id] = BlobLocation(
-                pack: pack.number,
-                offset: e.offset,
-                length: e.length,
-                rawLength: e.rawLength,
-                compressed: e.compressed,
-                kind: e.kind
-            )
-        }
+        for e in pack.entries { setLocked(e.id, BlobLocation(entry: e, pack: pack.number)) }
     }
 
     /// Closes the open pack and makes its blobs readable (they stay unreferenced until a commit names them).
@@ -305,7 +321,7 @@ final class BlobRepository: @unchecked Sendable {
     func forget(_ packs: [(name: [UInt8], entries: [BlobEntry])]) {
         lock.withLock {
             for pack in packs {
-                for e in pack.entries { entries[e.id] = nil }
+                for e in pack.entries { setLocked(e.id, nil) }
             }
         }
     }
@@ -319,10 +335,22 @@ final class BlobRepository: @unchecked Sendable {
             // Blobs of packs finished in this commit are not in any index file: forget them, so that no later
             // commit deduplicates against them. GC removes the packs.
             for pack in packsOfThisCommit {
-                for e in pack.entries { entries[e.id] = nil }
+                for e in pack.entries { setLocked(e.id, nil) }
             }
             packsOfThisCommit = []
             reserved.removeAll()
         }
+    }
+}
+
+extension BlobLocation {
+    init(entry e: BlobEntry, pack: UInt32) {
+        self.init(pack: pack, offset: e.offset, length: e.length, rawLength: e.rawLength, compressed: e.compressed, kind: e.kind, deferred: e.deferred)
+    }
+}
+
+extension BlobEntry {
+    init(id: BlobID, location l: BlobLocation) {
+        self.init(id: id, kind: l.kind, offset: l.offset, length: l.length, rawLength: l.rawLength, compressed: l.compressed, deferred: l.deferred)
     }
 }

@@ -28,6 +28,8 @@ public struct PreparedSegment: @unchecked Sendable {
     /// The sealed chunk body; nil for an all-zero segment.
     let sealed: Data?
     let compressed: Bool
+    /// Sealed plain, to be compressed in the background (`Store.compressDeferred`).
+    var deferred = false
 }
 
 /// Builds one commit of one machine: the changed state of some of its volumes, made durable and visible
@@ -342,16 +344,35 @@ public final class CommitBuilder: @unchecked Sendable {
     /// bytes, when the frame does not save 1/32, as the store does for its own compression). Thread-safe and
     /// free of the commit's state: run it on any thread, then hand the result to `putSegment` in write order.
     public func prepareSegment(content: [UInt8], frame: UnsafeRawBufferPointer) throws -> PreparedSegment {
+        try prepare(content) { plain, id in
+            let useFrame = frame.count <= StoreFormat.segmentSize - StoreFormat.segmentSize / 32
+            let sealed = try store.cipher.seal(useFrame ? frame : plain, kind: .chunk, context: id.bytes)
+            return PreparedSegment(content: content, isZero: false, fingerprint: id, sealed: sealed, compressed: useFrame)
+        }
+    }
+
+    /// Seals a whole 64 KiB segment that arrived uncompressed without compressing it: the sender saw that
+    /// compressing would slow the transfer (its link was not the bottleneck), so the chunk is stored plain and
+    /// marked deferred, and `Store.compressDeferred` compresses it when the server has time. Thread-safe, like
+    /// `prepareSegment(content:frame:)`.
+    public func prepareSegment(content: [UInt8]) throws -> PreparedSegment {
+        try prepare(content) { plain, id in
+            let sealed = try store.cipher.seal(plain, kind: .chunk, context: id.bytes)
+            return PreparedSegment(content: content, isZero: false, fingerprint: id, sealed: sealed, compressed: false, deferred: true)
+        }
+    }
+
+    /// Checks a whole segment's size; an all-zero one is a hole, else `seal` gets the bytes and their keyed id.
+    private func prepare(
+        _ content: [UInt8],
+        seal: (UnsafeRawBufferPointer, BlobID) throws -> PreparedSegment
+    ) throws -> PreparedSegment {
         guard content.count == StoreFormat.segmentSize else {
             throw LifeboatError("store.misaligned", "a prepared segment must hold \(StoreFormat.segmentSize) bytes, not \(content.count)")
         }
         return try content.withUnsafeBytes { (plain) throws -> PreparedSegment in
             if RawMemory.isZero(plain) { return PreparedSegment(content: content, isZero: true, fingerprint: .zero, sealed: nil, compressed: false) }
-            let cipher = store.cipher
-            let id = cipher.id(of: plain)
-            let useFrame = frame.count <= StoreFormat.segmentSize - StoreFormat.segmentSize / 32
-            let sealed = try cipher.seal(useFrame ? frame : plain, kind: .chunk, context: id.bytes)
-            return PreparedSegment(content: content, isZero: false, fingerprint: id, sealed: sealed, compressed: useFrame)
+            return try seal(plain, store.cipher.id(of: plain))
         }
     }
 

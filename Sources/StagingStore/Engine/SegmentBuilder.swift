@@ -113,7 +113,8 @@ struct SegmentBuilder {
                     kind: .chunk,
                     sealed: sealed,
                     rawLength: StoreFormat.segmentSize,
-                    compressed: prepared.compressed
+                    compressed: prepared.compressed,
+                    deferred: prepared.deferred
                 )
                 return BuiltSegment(entry: .whole(fingerprint), changedMask: changedMask, storedBytes: stored)
             }

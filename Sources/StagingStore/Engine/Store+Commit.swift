@@ -7,14 +7,7 @@ extension Store {
     public func beginCommit(machine: String) throws -> CommitBuilder {
         try requireWrite()
         try Names.validate(machine, kind: "machine")
-        let busy = stateLock.withLock { () -> Bool in
-            if commitInProgress { return true }
-            commitInProgress = true
-            return false
-        }
-        guard !busy else {
-            throw LifeboatError("store.commit-in-progress", "another commit is in progress in this store")
-        }
+        try takeCommitTurn()
         return CommitBuilder(store: self, machine: machine, parent: latest(machine: machine))
     }
 
@@ -31,6 +24,18 @@ extension Store {
         } catch {
             builder.abandon()
             throw error
+        }
+    }
+
+    /// The store's one writer turn (commits, background compression); give it back with `endCommit()`.
+    func takeCommitTurn() throws {
+        let busy = stateLock.withLock { () -> Bool in
+            if commitInProgress { return true }
+            commitInProgress = true
+            return false
+        }
+        guard !busy else {
+            throw LifeboatError("store.commit-in-progress", "another commit is in progress in this store")
         }
     }
 

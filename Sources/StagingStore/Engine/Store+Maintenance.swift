@@ -12,6 +12,8 @@ public struct StoreStatistics: Sendable {
     public var chunkRawBytes: Int64
     public var latestVolumeBytes: Int64
     public var metadataBytes: Int64
+    /// Blobs stored plain on arrival, waiting for background compression (`compressDeferred`).
+    public var deferredBlobs: Int
 }
 
 /// What `prune` did (or would do).
@@ -47,7 +49,8 @@ extension Store {
                 acc + g.entries.reduce(Int64(0)) { $0 + Int64($1.rawLength) }
             },
             latestVolumeBytes: latestBytes,
-            metadataBytes: metadata
+            metadataBytes: metadata,
+            deferredBlobs: blobs.deferredBlobCount
         )
     }
 

@@ -30,6 +30,8 @@ public final class Store: @unchecked Sendable {
     /// Metadata objects that could not be read at open (damaged index files, commit records, pins).
     private(set) var damagedObjects: [(kind: ObjectKind, name: String, error: any Error)] = []
     var commitInProgress = false
+    /// Packs whose blobs background compression copied elsewhere: deleted once nothing may still read them.
+    var retiredPacks: [(name: String, since: ContinuousClock.Instant)] = []
 
     // MARK: Creating and opening
 
@@ -168,17 +170,34 @@ public final class Store: @unchecked Sendable {
     private func loadMetadata() throws {
         var damaged: [(kind: ObjectKind, name: String, error: any Error)] = []
         let indexNames = try backend.list(.index).sorted()
+        let existingPacks = Set(try backend.list(.pack))
+        var listedPacks: [[UInt8]] = []
+        var missing: [(name: [UInt8], entries: [BlobEntry])] = []
         for name in indexNames {
             do {
                 let sealed = try backend.get(.index, name)
                 let plain = try cipher.open(sealed, kind: .indexFile, context: Array(name.utf8))
                 for pack in try IndexFormat.decode(plain, name: name) {
-                    blobs.register(pack: pack.name, entries: pack.entries)
+                    // A blob background compression copied is listed twice; the copy in an existing pack wins.
+                    if existingPacks.contains(hexString(pack.name)) {
+                        blobs.register(pack: pack.name, entries: pack.entries)
+                        listedPacks.append(pack.name)
+                    } else {
+                        missing.append(pack)
+                    }
                 }
             } catch {
                 logger.error("index file is damaged", metadata: ["file": "\(name)", "error": "\(error)"])
                 damaged.append((.index, name, error))
             }
+        }
+        // Entries of missing packs stay known (reading them reports the missing pack) unless a copy exists.
+        for pack in missing { blobs.register(pack: pack.name, entries: pack.entries, onlyNew: true) }
+        // Packs every blob of which was copied by background compression before a restart: delete them later.
+        if access != .read {
+            let now = ContinuousClock.now
+            let holding = blobs.packsHoldingBlobs()
+            for name in Set(listedPacks) where !holding.contains(name) { retiredPacks.append((hexString(name), now)) }
         }
         var commits: [PointID: CommitRecord] = [:]
         for name in try backend.list(.commit) {

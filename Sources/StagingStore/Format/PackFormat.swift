@@ -8,6 +8,8 @@ struct BlobLocation: Sendable, Equatable {
     var rawLength: UInt32
     var compressed: Bool
     var kind: BlobKind
+    /// Stored plain as it arrived, to be compressed later (`Store.compressDeferred`).
+    var deferred: Bool = false
 }
 
 /// One entry of a pack directory or an index file.
@@ -18,6 +20,8 @@ struct BlobEntry: Sendable, Equatable {
     var length: UInt32
     var rawLength: UInt32
     var compressed: Bool
+    /// Stored plain as it arrived, to be compressed later (`Store.compressDeferred`); never with `compressed`.
+    var deferred: Bool = false
 
     static let encodedSize = 1 + 32 + 4 + 4 + 4 + 1
 
@@ -27,7 +31,8 @@ struct BlobEntry: Sendable, Equatable {
         w.u32(offset)
         w.u32(length)
         w.u32(rawLength)
-        w.u8(compressed ? 1 : 0)
+        // The body's coding: 0 plain, 1 zstd, 2 plain until compressed in the background (read as plain).
+        w.u8(compressed ? 1 : deferred ? 2 : 0)
     }
 
     static func decode(from r: inout ByteReader) throws -> BlobEntry {
@@ -40,12 +45,12 @@ struct BlobEntry: Sendable, Equatable {
         let length = try r.u32()
         let raw = try r.u32()
         let flag = try r.u8()
-        guard flag <= 1, length >= UInt32(BlobCipher.overhead), length <= StoreFormat.maxBlobLength,
+        guard flag <= 2, length >= UInt32(BlobCipher.overhead), length <= StoreFormat.maxBlobLength,
             raw <= StoreFormat.maxBlobLength
         else {
             throw LifeboatError("store.corrupt", "\(r.what) has an implausible entry for blob \(id.short)")
         }
-        return BlobEntry(id: id, kind: kind, offset: offset, length: length, rawLength: raw, compressed: flag == 1)
+        return BlobEntry(id: id, kind: kind, offset: offset, length: length, rawLength: raw, compressed: flag == 1, deferred: flag == 2)
     }
 }
 
