@@ -108,6 +108,7 @@ public final class ReplicationService: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await self.pushSettingsChanges() }
+                group.addTask { await self.compressInBackground() }
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
                         group.addTask { await self.serve(connection) }
@@ -165,6 +166,31 @@ public final class ReplicationService: Service, Sendable {
                     ]
                 )
             }
+        }
+    }
+
+    /// How often background compression looks for work when it found none.
+    static let compressionPollInterval = Duration.seconds(1)
+
+    /// Until the server stops: compresses chunks that landed plain (`Store.compressDeferred`), one pack per
+    /// turn, whenever no session holds or waits for the store's commit turn — a commit that arrives meanwhile
+    /// waits for at most one pack (32 MiB). Deletes retired packs after their grace period.
+    func compressInBackground() async {
+        while !sessions.isClosing && !Task.isCancelled {
+            guard store.deferredBlobCount > 0 || store.hasRetiredPacks, await gate.tryAcquire() else {
+                try? await Task.sleep(for: Self.compressionPollInterval)
+                continue
+            }
+            let report: CompactionReport?
+            do {
+                report = try await pool.blocking { [store] in try store.compressDeferred(packLimit: 1) }
+            } catch {
+                report = nil
+                logger.warning("background compression failed", metadata: ["error": "\(error)"])
+            }
+            await gate.release()
+            // Nothing more to do now (only retired packs still in their grace period), or a failure: wait.
+            if report.map({ $0.packsRewritten == 0 }) ?? true { try? await Task.sleep(for: Self.compressionPollInterval) }
         }
     }
 

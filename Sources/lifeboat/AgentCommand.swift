@@ -77,7 +77,10 @@ struct AgentRun: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds between the starts of two cycles.")
     var interval: Double = 1
 
-    @Flag(name: .long, help: "Send extents uncompressed.")
+    @Option(name: .long, help: "Wire compression: auto (measure, and compress only when that delivers more bytes per second: a slow or throttled link), always, never.")
+    var compress: String = "auto"
+
+    @Flag(name: .long, help: "Send extents uncompressed (the same as --compress never).")
     var noCompress = false
 
     @Option(name: .long, help: "An initial sync larger than this many MiB lands in commits of this size, so an interrupted one resumes (default 4096).")
@@ -98,7 +101,10 @@ struct AgentRun: AsyncParsableCommand {
             options.throttleMbps = throttleMbps
             options.maxFreezeMilliseconds = maxFreezeMs
             options.cycleInterval = .milliseconds(Int64(max(0.05, interval) * 1000))
-            options.compress = !noCompress
+            guard let compression = WireCompression(rawValue: compress) else {
+                throw LifeboatError("cli.bad-compress", "--compress must be auto, always or never, not '\(compress)'")
+            }
+            options.compression = noCompress ? .never : compression
             guard initialSyncPartMib >= 1, initialSyncPartMib <= 1 << 30 else {
                 throw LifeboatError("cli.bad-part", "--initial-sync-part-mib must be between 1 and \(1 << 30), not \(initialSyncPartMib)")
             }

@@ -47,8 +47,10 @@ public struct AgentOptions: Sendable {
     public var initialSyncPartBytes: Int64 = 4 << 30
     /// Bytes per EXTENT frame (at most 4 MiB).
     public var pieceBytes: Int = 1 << 20
-    /// zstd level 1, one frame per 64 KiB segment piece (EXTENT encoding 2), which the server stores as is.
-    public var compress: Bool = true
+    /// Whether pieces travel compressed (zstd level 1, one frame per 64 KiB segment piece, EXTENT encoding 2,
+    /// which the server stores as is) or raw (the server stores them plain and compresses them in the
+    /// background). `auto` measures both and sends the way that delivers more bytes per second.
+    public var compression: WireCompression = .auto
     /// Local overrides of the server's settings (nil: as the server says).
     public var throttleMbps: UInt32?
     public var maxFreezeMilliseconds: UInt32?
@@ -72,4 +74,9 @@ public enum TrackerChoice: String, Sendable, CaseIterable {
     case scan
     /// Kernel write hints for every block device, or fail.
     case kernel
+}
+
+/// How the agent sends changed bytes: see `AgentOptions.compression`.
+public enum WireCompression: String, Sendable, CaseIterable {
+    case auto, always, never
 }

@@ -373,9 +373,13 @@ extension ReplicationAgent {
         guard !pieces.isEmpty else { return }
         let trackers = self.trackers
         let encoders = self.encoders
-        let compress = options.compress
         let pool = self.pool
-        @Sendable func read(_ piece: (volume: Int, extent: ChangedExtent, epoch: UInt64, skipZeros: Bool)) async throws -> WirePiece? {
+        var chooser = compressionChoice.value
+        defer {
+            compressionChoice.value = chooser
+            logger.debug("wire compression", metadata: chooser.metadata)
+        }
+        @Sendable func read(_ piece: (volume: Int, extent: ChangedExtent, epoch: UInt64, skipZeros: Bool), compress: Bool) async throws -> WirePiece? {
             try await pool.blocking {
                 var bytes = [UInt8](repeating: 0, count: Int(piece.extent.length))
                 try bytes.withUnsafeMutableBytes { try trackers[piece.volume].tracker.read(piece.extent, epoch: piece.epoch, into: $0) }
@@ -389,16 +393,25 @@ extension ReplicationAgent {
         func refill() {
             while ahead.count < Self.readAhead && nextToStart < pieces.count {
                 let piece = pieces[nextToStart]
-                ahead.append(Task { try await read(piece) })
+                let compress = chooser.next()
+                ahead.append(Task { try await read(piece, compress: compress) })
                 nextToStart += 1
             }
         }
         defer { for task in ahead { task.cancel() } }
         refill()
+        var lastDelivery = ContinuousClock.now
+        var waitedForPieces = Duration.zero
+        var waitedForLink = Duration.zero
+        defer { logger.debug("send waits", metadata: ["pieces": "\(waitedForPieces)", "link": "\(waitedForLink)", "count": "\(pieces.count)"]) }
         for piece in pieces {
+            let t0 = ContinuousClock.now
             let wire = try await ahead.removeFirst().value
+            waitedForPieces += ContinuousClock.now - t0
             refill()
             if let wire {
+                let t1 = ContinuousClock.now
+                defer { waitedForLink += ContinuousClock.now - t1 }
                 try await throttle.acquire(bytes: wire.data.count)
                 try await channel.perform(
                     channel.machine.extent(
@@ -409,6 +422,9 @@ extension ReplicationAgent {
                         data: wire.data
                     )
                 )
+                let now = ContinuousClock.now
+                chooser.delivered(bytes: Int(piece.extent.length), in: now - lastDelivery, compressed: wire.encoding != 0)
+                lastDelivery = now
             }
             progress.sent += piece.extent.length
             if ContinuousClock.now - progress.lastReport > .seconds(2) {
@@ -419,17 +435,19 @@ extension ReplicationAgent {
     }
 
     /// Pieces read and compressed ahead of the one being sent: enough to keep every core of the pool busy.
-    static let readAhead = 8
+    static let readAhead = 32
 
     /// Sends a frozen capture's bytes (already in memory).
     private func send(_ capture: FrozenCapture, channel: SessionChannel, progress: inout SendProgress) async throws {
+        var chooser = compressionChoice.value
+        defer { compressionChoice.value = chooser }
         for (index, set) in capture.sets.enumerated() {
             for (extent, bytes) in zip(set.extents, capture.data[index]) {
                 var start = 0
                 while start < bytes.count {
                     let count = min(options.pieceBytes, bytes.count - start)
                     let offset = UInt64(extent.offset) + UInt64(start)
-                    let wire = WirePiece.encode(Array(bytes[start..<(start + count)]), at: offset, compress: options.compress, encoders: encoders)
+                    let wire = WirePiece.encode(Array(bytes[start..<(start + count)]), at: offset, compress: chooser.next(), encoders: encoders)
                     try await throttle.acquire(bytes: wire.data.count)
                     try await channel.perform(
                         channel.machine.extent(
@@ -459,6 +477,88 @@ extension ReplicationAgent {
                 reason: reason ?? ""
             )
         )
+    }
+}
+
+/// Chooses whether the agent compresses what it sends. `always` and `never` are fixed. `auto` sends in epochs of
+/// 32 MiB one way, measures the raw bytes per second the epoch delivered (reading, compressing, the throttle, the
+/// link and the server's back-pressure together), and sends the next epoch the faster way — measuring the other
+/// way first, and again now and then because conditions change (after 8 epochs, twice as long each time the
+/// other way is still slower, up to 128). Compression wins on a slow or throttled link
+/// (fewer bytes to carry); raw wins when the link is fast and the CPU is the limit: the server then stores the
+/// chunks plain and compresses them in the background (`Store.compressDeferred`). Kept across cycles, so small
+/// cycles add up to epochs.
+struct CompressionChooser {
+    let mode: WireCompression
+    /// Raw bytes per second of the last finished epoch, compressed (true) and raw (false).
+    private(set) var rate: [Bool: Double] = [:]
+    /// The way pieces are started now (auto).
+    private(set) var compressing = false
+    private var epochBytes = 0
+    private var epochSeconds = 0.0
+    private var sinceExploring = 0
+    private var exploreInterval = CompressionChooser.firstExploreInterval
+    private var exploring = false
+    /// Pieces started each way, for the log.
+    private(set) var startedCompressed = 0
+    private(set) var startedRaw = 0
+
+    static let epochBytes = 32 << 20
+    static let firstExploreInterval = 8
+    static let longestExploreInterval = 128
+
+    init(mode: WireCompression) { self.mode = mode }
+
+    /// Whether to compress the next piece started.
+    mutating func next() -> Bool {
+        let compress: Bool
+        switch mode {
+        case .always: compress = true
+        case .never: compress = false
+        case .auto: compress = compressing
+        }
+        if compress { startedCompressed += 1 } else { startedRaw += 1 }
+        return compress
+    }
+
+    /// A piece of `bytes` raw bytes was delivered `elapsed` after the one before.
+    mutating func delivered(bytes: Int, in elapsed: Duration, compressed: Bool) {
+        // Pieces started before the epoch began (read ahead) do not count for it.
+        guard mode == .auto, compressed == compressing else { return }
+        epochBytes += bytes
+        epochSeconds += Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        guard epochBytes >= Self.epochBytes else { return }
+        rate[compressing] = Double(epochBytes) / max(epochSeconds, 1e-6)
+        epochBytes = 0
+        epochSeconds = 0
+        guard let compressedRate = rate[true], let rawRate = rate[false] else {
+            compressing.toggle()  // measure the other way once
+            return
+        }
+        let faster = compressedRate > rawRate
+        if exploring {
+            // The way just measured again: still slower, so look less often; faster now, so switch and stay alert.
+            exploring = false
+            exploreInterval = faster == compressing ? Self.firstExploreInterval : min(exploreInterval * 2, Self.longestExploreInterval)
+            sinceExploring = 0
+            compressing = faster
+            return
+        }
+        sinceExploring += 1
+        if sinceExploring >= exploreInterval {
+            exploring = true
+            compressing = !faster
+        } else {
+            compressing = faster
+        }
+    }
+
+    var metadata: Logger.Metadata {
+        [
+            "mode": "\(mode.rawValue)", "compressed-pieces": "\(startedCompressed)", "raw-pieces": "\(startedRaw)",
+            "compressed-mb-s": "\(rate[true].map { String(Int($0 / 1e6)) } ?? "-")",
+            "raw-mb-s": "\(rate[false].map { String(Int($0 / 1e6)) } ?? "-")",
+        ]
     }
 }
 

@@ -39,6 +39,8 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
     /// Volume sizes of the last acknowledged commit (a size change needs a commit even without changed blocks).
     let lastSizes = LockedValue<[Int64]>([])
     let encoders = EncoderPool()
+    /// Whether pieces travel compressed: learned across cycles (`CompressionChooser`).
+    let compressionChoice: LockedValue<CompressionChooser>
     let status = AgentStatusBoard()
 
     /// What the agent did last, for `agent run --once` and tests.
@@ -48,6 +50,7 @@ public final class ReplicationAgent: Service, @unchecked Sendable {
         self.state = state
         self.options = options
         self.logger = logger
+        compressionChoice = LockedValue(CompressionChooser(mode: options.compression))
         identity = try AgentIdentity.load(state)
         address = try ServerAddress(parsing: identity.server)
         guard !options.volumes.isEmpty else {

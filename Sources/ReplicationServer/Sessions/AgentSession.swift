@@ -31,8 +31,13 @@ final class AgentSession {
     /// thread pool while the next frames arrive, small ones (no whole segment) decoded at once. `apply` writes
     /// them into the commit in this order, consecutive decoded ones in one go.
     var decoding: [(volume: String, work: DecodeWork)] = []
-    /// Large extents decoded ahead of the one being written.
+    /// Groups of decoded extents handed to the in-order writer, oldest first: each writes into the commit after
+    /// the one before it, on the pool, while the session goes on receiving.
+    var writing: [Task<Void, any Error>] = []
+    /// Large extents decoded ahead of the ones being written.
     static let decodeWindow = 8
+    /// Groups handed to the writer before the session waits for the oldest.
+    static let writeWindow = 8
     /// Small extents gathered before they are written together.
     static let smallBatch = 256
 
@@ -101,9 +106,9 @@ final class AgentSession {
         var queue = actions[...]
         while let action = queue.popFirst() {
             if case .writeExtent(let volume, let offset, let encoding, let rawLength, let data) = action,
-                encoding == SegmentFrames.encoding
+                encoding == SegmentFrames.encoding || encoding == 0
             {
-                try await decodeAhead(volume: volume, offset: offset, rawLength: rawLength, data: data)
+                try await decodeAhead(volume: volume, offset: offset, encoding: encoding, rawLength: rawLength, data: data)
                 continue
             }
             // Everything else happens after the extents before it were written.
@@ -289,30 +294,26 @@ final class AgentSession {
         }
     }
 
-    /// Starts decoding a segment-framed extent: on the thread pool when it holds a whole segment (decoding,
-    /// hashing and sealing are the work), at once when it does not (a few KiB: a thread hop would cost more).
-    /// Writes the oldest ones once too many are ahead.
-    private func decodeAhead(volume: String, offset: UInt64, rawLength: UInt32, data: [UInt8]) async throws {
+    /// Starts decoding a segment-framed extent, or splitting a raw one (encoding 0) into segments: on the
+    /// thread pool when it holds a whole segment (decoding, hashing and sealing are the work), at once when it
+    /// does not (a few KiB: a thread hop would cost more; small extents are written in batches). Whole raw segments are sealed plain and compressed
+    /// later in the background (`CommitBuilder.prepareSegment(content:)`). Writes the oldest ones once too many
+    /// are ahead.
+    private func decodeAhead(volume: String, offset: UInt64, encoding: UInt8, rawLength: UInt32, data: [UInt8]) async throws {
         guard let builder, commitError == nil else { return }
         commitBytes += UInt64(rawLength)
-        if Int(rawLength) < SegmentFrames.segmentSize {
+        if Int(rawLength) < SegmentFrames.segmentSize, encoding == 0 {
+            decoding.append((volume, .decoded([.partial(offset: offset, bytes: data)])))
+        } else if Int(rawLength) < SegmentFrames.segmentSize {
             let pieces = try SegmentFrames.decode(data, offset: offset, rawLength: Int(rawLength))
             decoding.append((volume, .decoded(pieces.map { .partial(offset: $0.offset, bytes: $0.bytes) })))
         } else {
             let pool = service.pool
+            let raw = encoding == 0
             let work = Task { () throws -> [DecodedPiece] in
-                try await pool.blocking {
-                    let pieces = try SegmentFrames.decode(data, offset: offset, rawLength: Int(rawLength))
-                    return try data.withUnsafeBytes { (raw) throws -> [DecodedPiece] in
-                        try pieces.map { (piece) throws -> DecodedPiece in
-                            guard piece.isWholeSegment else { return .partial(offset: piece.offset, bytes: piece.bytes) }
-                            let frame = UnsafeRawBufferPointer(rebasing: raw[piece.frame])
-                            return .whole(
-                                index: Int(piece.offset / UInt64(SegmentFrames.segmentSize)),
-                                try builder.prepareSegment(content: piece.bytes, frame: frame)
-                            )
-                        }
-                    }
+                try await pool.blocking { () throws -> [DecodedPiece] in
+                    if raw { return try ExtentPreparation.raw(data, offset: offset, builder: builder) }
+                    return try ExtentPreparation.frames(data, offset: offset, rawLength: rawLength, builder: builder)
                 }
             }
             decoding.append((volume, .running(work)))
@@ -322,43 +323,66 @@ final class AgentSession {
         }
     }
 
-    /// Writes decoded extents into the commit in arrival order: the oldest one (with the decoded ones right
-    /// after it), or all of them.
+    /// Hands decoded extents to the in-order writer — the oldest one (with the decoded ones right after it), or
+    /// all of them — and waits for the oldest writes beyond the window, or for all of them.
     private func applyDecoded(all: Bool) async throws {
-        while !decoding.isEmpty {
-            var group: [(volume: String, pieces: [DecodedPiece])] = []
-            do {
-                repeat {
-                    let (volume, work) = decoding.removeFirst()
-                    group.append((volume, try await work.pieces()))
-                } while !decoding.isEmpty && (all || !decoding[0].work.isRunning)
-                if let builder, commitError == nil {
-                    try await service.pool.blocking { [group] in
-                        for (volume, pieces) in group {
-                            for piece in pieces {
-                                switch piece {
-                                case .whole(let index, let prepared):
-                                    try builder.putSegment(volume: volume, index: index, prepared)
-                                case .partial(let offset, let bytes):
-                                    try bytes.withUnsafeBytes { try builder.write(volume: volume, offset: Int64(offset), bytes: $0) }
-                                }
+        repeat {
+            guard !decoding.isEmpty else { break }
+            var group: [(volume: String, work: DecodeWork)] = []
+            repeat {
+                group.append(decoding.removeFirst())
+            } while !decoding.isEmpty && (all || !decoding[0].work.isRunning)
+            startWriting(group)
+        } while all
+        while !writing.isEmpty && (all || writing.count > Self.writeWindow) {
+            try await finishOldestWrite()
+        }
+    }
+
+    /// Writes a group of extents into the commit after the group before it (a failure before it fails it too).
+    private func startWriting(_ group: [(volume: String, work: DecodeWork)]) {
+        let previous = writing.last
+        let pool = service.pool
+        let builder = commitError == nil ? self.builder : nil
+        writing.append(
+            Task {
+                try await previous?.value
+                var decoded: [(volume: String, pieces: [DecodedPiece])] = []
+                for (volume, work) in group { decoded.append((volume, try await work.pieces())) }
+                guard let builder else { return }
+                try await pool.blocking { [decoded] in
+                    for (volume, pieces) in decoded {
+                        for piece in pieces {
+                            switch piece {
+                            case .whole(let index, let prepared):
+                                try builder.putSegment(volume: volume, index: index, prepared)
+                            case .partial(let offset, let bytes):
+                                try bytes.withUnsafeBytes { try builder.write(volume: volume, offset: Int64(offset), bytes: $0) }
                             }
                         }
                     }
                 }
-            } catch let error as LifeboatError where error.code == "protocol.malformed" {
-                throw error  // a lying peer: the connection closes, the commit is abandoned
-            } catch {
-                if commitError == nil {
-                    commitError = Self.lifeboatError(error)
-                    logger.warning("cannot store extent", metadata: ["error": "\(Self.describe(error))"])
-                }
             }
-            if !all { return }
+        )
+    }
+
+    /// Waits for the oldest group of writes. A lying peer's frames close the connection; a store error fails the
+    /// commit (later extents are skipped, the commit fails at its end).
+    private func finishOldestWrite() async throws {
+        let task = writing.removeFirst()
+        do {
+            try await task.value
+        } catch let error as LifeboatError where error.code == "protocol.malformed" {
+            throw error  // a lying peer: the connection closes, the commit is abandoned
+        } catch {
+            if commitError == nil {
+                commitError = Self.lifeboatError(error)
+                logger.warning("cannot store extent", metadata: ["error": "\(Self.describe(error))"])
+            }
         }
     }
 
-    /// Drops extents still being decoded (the commit is over), after their work ended.
+    /// Drops extents still being decoded or written (the commit is over), after their work ended.
     private func discardDecoded() async {
         let pending = decoding
         decoding = []
@@ -369,6 +393,9 @@ final class AgentSession {
                 logger.warning("connection refused or failed", metadata: ["error": "\(Self.describe(error))"])
             } catch {}
         }
+        let writes = writing
+        writing = []
+        for task in writes { _ = try? await task.value }
     }
 
     private func finishCommit(sequence: UInt64, consistent: Bool, captureTime: Timestamp, epochs: [UInt64]) async
@@ -517,5 +544,44 @@ enum DecodeWork {
         case .running(let task): try await task.value
         case .decoded(let pieces): pieces
         }
+    }
+}
+
+/// Turning large extents into pieces for the commit (on the session's thread pool).
+enum ExtentPreparation {
+    /// A raw extent's whole segments sealed plain (compressed later), the rest left for the commit's usual path.
+    static func raw(_ data: [UInt8], offset: UInt64, builder: CommitBuilder) throws -> [DecodedPiece] {
+        let size = UInt64(SegmentFrames.segmentSize)
+        return try splitRaw(data, offset: offset).map { (piece) throws -> DecodedPiece in
+            guard piece.bytes.count == Int(size), piece.offset % size == 0 else { return .partial(offset: piece.offset, bytes: piece.bytes) }
+            return .whole(index: Int(piece.offset / size), try builder.prepareSegment(content: piece.bytes))
+        }
+    }
+
+    /// A segment-framed extent decoded: whole segments checked and sealed with their frames, the rest as bytes.
+    static func frames(_ data: [UInt8], offset: UInt64, rawLength: UInt32, builder: CommitBuilder) throws -> [DecodedPiece] {
+        let pieces = try SegmentFrames.decode(data, offset: offset, rawLength: Int(rawLength))
+        return try data.withUnsafeBytes { (raw) throws -> [DecodedPiece] in
+            try pieces.map { (piece) throws -> DecodedPiece in
+                guard piece.isWholeSegment else { return .partial(offset: piece.offset, bytes: piece.bytes) }
+                let frame = UnsafeRawBufferPointer(rebasing: raw[piece.frame])
+                return .whole(index: Int(piece.offset / UInt64(SegmentFrames.segmentSize)), try builder.prepareSegment(content: piece.bytes, frame: frame))
+            }
+        }
+    }
+
+    /// A raw extent cut at segment boundaries.
+    static func splitRaw(_ data: [UInt8], offset: UInt64) -> [(offset: UInt64, bytes: [UInt8])] {
+        let size = UInt64(SegmentFrames.segmentSize)
+        var pieces: [(offset: UInt64, bytes: [UInt8])] = []
+        var position = offset
+        var start = 0
+        while start < data.count {
+            let count = min(data.count - start, Int(size - position % size))
+            pieces.append((position, Array(data[start..<(start + count)])))
+            start += count
+            position += UInt64(count)
+        }
+        return pieces
     }
 }

@@ -12,6 +12,13 @@ actor CommitGate {
         await withCheckedContinuation { waiters.append($0) }
     }
 
+    /// Takes the turn only when nobody holds it or waits for it (background work that must not delay sessions).
+    func tryAcquire() -> Bool {
+        if busy { return false }
+        busy = true
+        return true
+    }
+
     func release() {
         if waiters.isEmpty {
             busy = false
