@@ -411,7 +411,7 @@ final class LocalObjectWriter: ObjectWriter, @unchecked Sendable {
     }
 
     deinit {
-        queue.sync {}
+        // No write is pending: each holds a reference to the writer (and this may run on the queue itself).
         if !closed {
             try? direct?.close()
             try? fd.close()
