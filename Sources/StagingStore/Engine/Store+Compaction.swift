@@ -133,6 +133,8 @@ extension Store {
         guard !due.isEmpty else { return 0 }
         for name in due where (try? backend.size(.pack, name)) != nil { try backend.delete(.pack, name) }
         try backend.barrier()
+        // Cached open readers would keep the deleted files' space; the others reopen on their next read.
+        blobs.dropReaders()
         stateLock.withLock { retiredPacks.removeAll { due.contains($0.name) } }
         return due.count
     }
