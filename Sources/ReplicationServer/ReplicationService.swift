@@ -171,6 +171,8 @@ public final class ReplicationService: Service, Sendable {
 
     /// How often background compression looks for work when it found none.
     static let compressionPollInterval = Duration.seconds(1)
+    /// How long background compression waits after a failed pass.
+    static let compressionRetryInterval = Duration.seconds(60)
 
     /// Until the server stops: compresses chunks that landed plain (`Store.compressDeferred`), one pack per
     /// turn, whenever no session holds or waits for the store's commit turn — a commit that arrives meanwhile
@@ -181,16 +183,18 @@ public final class ReplicationService: Service, Sendable {
                 try? await Task.sleep(for: Self.compressionPollInterval)
                 continue
             }
-            let report: CompactionReport?
+            var pause = Duration.zero
             do {
-                report = try await pool.blocking { [store] in try store.compressDeferred(packLimit: 1) }
+                let report = try await pool.blocking { [store] in try store.compressDeferred(packLimit: 1) }
+                // Nothing more to do now (only retired packs still in their grace period): look again later.
+                if report.packsRewritten == 0 { pause = Self.compressionPollInterval }
             } catch {
-                report = nil
+                // A damaged pack fails every pass: say so once a minute, not every second (store verify names it).
+                pause = Self.compressionRetryInterval
                 logger.warning("background compression failed", metadata: ["error": "\(error)"])
             }
             await gate.release()
-            // Nothing more to do now (only retired packs still in their grace period), or a failure: wait.
-            if report.map({ $0.packsRewritten == 0 }) ?? true { try? await Task.sleep(for: Self.compressionPollInterval) }
+            if pause > .zero { try? await Task.sleep(for: pause) }
         }
     }
 
