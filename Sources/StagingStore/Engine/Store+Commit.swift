@@ -39,6 +39,15 @@ extension Store {
         }
     }
 
+    /// Makes written packs durable, then the index file that names them (a later commit may deduplicate against
+    /// any indexed blob, so no index may name a pack that is not on stable storage).
+    func writeIndexFile(for written: [(name: [UInt8], entries: [BlobEntry])]) throws {
+        try backend.barrier()
+        let name = hexString(SystemCalls.randomBytes(16))
+        try backend.put(.index, name, try cipher.seal(IndexFormat.encode(written), kind: .indexFile, context: Array(name.utf8)))
+        try backend.barrier()
+    }
+
     func endCommit() {
         stateLock.withLock { commitInProgress = false }
     }
@@ -57,15 +66,8 @@ extension Store {
         let written = try blobs.sealCommit()
         let record: CommitRecord
         do {
-            if !written.isEmpty {
-                // Packs reach stable storage before the index that names them (a later commit may deduplicate
-                // against any indexed blob), and the index before the commit that refers to them.
-                try backend.barrier()
-                let name = hexString(SystemCalls.randomBytes(16))
-                let plain = IndexFormat.encode(written)
-                try backend.put(.index, name, try cipher.seal(plain, kind: .indexFile, context: Array(name.utf8)))
-                try backend.barrier()
-            }
+            // The index before the commit that refers to its blobs.
+            if !written.isEmpty { try writeIndexFile(for: written) }
             var now = time.map { min($0, clock.now()) } ?? clock.now()
             if let parent, now <= parent.time { now = Timestamp(nanoseconds: parent.time.nanoseconds + 1) }
             record = CommitRecord(

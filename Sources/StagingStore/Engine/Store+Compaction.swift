@@ -53,34 +53,26 @@ extension Store {
         report.packsDeleted = try deleteRetiredPacks(olderThan: grace)
         let groups = blobs.packsWithDeferredBlobs(limit: packLimit)
         guard !groups.isEmpty else { return report }
+        var written: [(name: [UInt8], entries: [BlobEntry])] = []
         do {
             for group in groups {
-                let copies = try recode(group.entries)
-                for (entry, sealed) in copies {
+                for (original, (entry, sealed)) in zip(group.entries, try recode(group.entries)) {
                     try blobs.copySealed(sealed, entry: entry)
+                    report.bytesBefore += Int64(original.length)
                     report.bytesAfter += Int64(sealed.count)
-                    if entry.compressed, group.entries.first(where: { $0.id == entry.id })?.deferred == true {
-                        report.compressedBlobs += 1
+                    if original.deferred {
+                        report.deferredBlobs += 1
+                        if entry.compressed { report.compressedBlobs += 1 }
                     }
                 }
-                report.deferredBlobs += group.entries.count(where: \.deferred)
-                report.bytesBefore += group.entries.reduce(0) { $0 + Int64($1.length) }
             }
-        } catch {
-            blobs.abandonCommit()
-            // abandonCommit forgot the copies, and with them the blobs' only locations: restore the originals.
-            for group in groups { blobs.register(pack: group.name, entries: group.entries) }
-            throw error
-        }
-        let written: [(name: [UInt8], entries: [BlobEntry])]
-        do {
             written = try blobs.sealCommit()
-            try backend.barrier()
-            let name = hexString(SystemCalls.randomBytes(16))
-            try backend.put(.index, name, try cipher.seal(IndexFormat.encode(written), kind: .indexFile, context: Array(name.utf8)))
-            try backend.barrier()
+            try writeIndexFile(for: written)
         } catch {
+            // No durable index names the copies: forget them (nothing may deduplicate against them), which forgets
+            // the blobs' only locations too — put the originals back.
             blobs.abandonCommit()
+            blobs.forget(written)
             for group in groups { blobs.register(pack: group.name, entries: group.entries) }
             throw error
         }
