@@ -32,7 +32,7 @@ let package = Package(
         // System calls with errno mapped to actionable errors, shared by the engine and the agent.
         .target(
             name: "LifeboatSystem",
-            dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["LifeboatCore", "CLinuxShims", .product(name: "SystemPackage", package: "swift-system")]
         ),
 
         // Linux calls that Glibc's Swift module does not expose.
@@ -57,12 +57,14 @@ let package = Package(
         ),
 
         // How an agent learns which blocks of a volume changed: the ChangeTracker protocol and its trackers.
+        // NIOSSL for its BoringSSL (CNIOBoringSSL): block fingerprints seal with one shared AEAD context.
         .target(
             name: "ChangeTracking",
             dependencies: [
                 "LifeboatCore",
                 "LifeboatSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -229,7 +231,10 @@ let package = Package(
         ),
 
         .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore"]),
-        .testTarget(name: "ChangeTrackingTests", dependencies: ["ChangeTracking", "LifeboatCore", "LifeboatTesting"]),
+        .testTarget(
+            name: "ChangeTrackingTests",
+            dependencies: ["ChangeTracking", "LifeboatCore", "LifeboatTesting", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(name: "ReplicationProtocolTests", dependencies: ["ReplicationProtocol", "LifeboatCore"]),
         .testTarget(
             name: "CatalogTests",

@@ -34,3 +34,9 @@ int lifeboat_spawn_close_from(void *actions, int lowfd) {
 int lifeboat_open_direct_write(const char *path) {
     return open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
 }
+
+#include <malloc.h>
+
+int lifeboat_set_malloc_thresholds(int mmap_threshold, int trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
+}

@@ -3,9 +3,7 @@ import LifeboatCore
 import LifeboatSystem
 import SystemPackage
 
-/// The first 16 bytes of SHA-256 of a 4 KiB block (a last partial block is hashed padded with zeros to 4 KiB,
-/// so growing a volume with zeros changes no fingerprint). 128 bits: the chance that a changed block keeps its
-/// fingerprint is 2⁻¹²⁸ per change.
+/// The 16-byte fingerprint of a 4 KiB block, computed by the volume's `BlockFingerprinter`.
 struct Fingerprint: Equatable, Sendable {
     var low: UInt64
     var high: UInt64
@@ -13,30 +11,16 @@ struct Fingerprint: Equatable, Sendable {
     static let blockSize = 4096
     static let byteCount = 16
 
-    /// Fingerprint of a block; `bytes.count` must be `blockSize`.
-    @inline(__always)
-    static func of(_ bytes: UnsafeRawBufferPointer) -> Fingerprint {
-        var hasher = SHA256()
-        hasher.update(bufferPointer: bytes)
-        return hasher.finalize().withUnsafeBytes { digest in
-            Fingerprint(
-                low: digest.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
-                high: digest.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
-            )
-        }
+    init(low: UInt64, high: UInt64) {
+        self.low = low
+        self.high = high
     }
 
-    /// Fingerprint of a block of `count` ≤ 4096 bytes, padded with zeros. An all-zero block costs no hash.
-    static func ofPartial(_ bytes: UnsafeRawBufferPointer) -> Fingerprint {
-        if RawMemory.isZero(bytes) { return zero }
-        if bytes.count == blockSize { return of(bytes) }
-        var padded = [UInt8](repeating: 0, count: blockSize)
-        padded.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
-        return padded.withUnsafeBytes { of($0) }
+    /// The first 16 bytes of a digest.
+    init(digestPrefix digest: UnsafeRawBufferPointer) {
+        low = digest.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+        high = digest.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
     }
-
-    /// The fingerprint of an all-zero block.
-    static let zero: Fingerprint = [UInt8](repeating: 0, count: blockSize).withUnsafeBytes { of($0) }
 }
 
 /// One fingerprint per 4 KiB block of a volume, in one allocation (16 bytes per block: 8 MiB for 2 GiB).
@@ -82,24 +66,27 @@ final class FingerprintMap: @unchecked Sendable {
 /// ```
 /// offset size
 ///      0    8  magic "LBFPMAP\0"
-///      8    4  format version (1), little endian like every integer here
+///      8    4  format version (2), little endian like every integer here
 ///     12    4  block size (4096)
 ///     16    4  fingerprint size (16)
-///     20    4  reserved (0)
+///     20    4  fingerprint function (`BlockFingerprinter.Function`: 0 SHA-256 prefix, 1 AES-256-GMAC)
 ///     24    8  volume size in bytes
 ///     32    8  number of blocks = ceil(volume size / block size)
 ///     40    8  acknowledged epoch (≥ 1)
 ///     48   16  first 16 bytes of SHA-256 of the volume identifier (a map of another volume is rejected)
-///     64   32  reserved (0)
+///     64   32  the GMAC key (zeros for the SHA-256 prefix)
 ///     96   32  SHA-256 of bytes 0..<96 followed by every fingerprint
 ///    128   16 × number of blocks: the fingerprints, block 0 first
 /// ```
 ///
-/// The checksum detects a torn or damaged file (anything else is caught by the size and field checks); it is
-/// not a MAC: the state directory is trusted like the agent's binary.
+/// Format 1 is the same with bytes 20..<24 and 64..<96 zero (SHA-256 prefixes); it is still read, and an upgraded
+/// agent keeps that function for the volume. The checksum detects a torn or damaged file (anything else is
+/// caught by the size and field checks); it is not a MAC: the state directory is trusted like the agent's binary,
+/// and the file is written 0600 because it holds the key.
 struct FingerprintMapFile {
     static let magic: [UInt8] = Array("LBFPMAP".utf8) + [0]
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
+    static let keyOffset = 64
     static let headerSize = 128
     static let checksumOffset = 96
 
@@ -107,6 +94,7 @@ struct FingerprintMapFile {
         var volumeSize: Int64
         var epoch: UInt64
         var map: FingerprintMap
+        var fingerprinter: BlockFingerprinter
     }
 
     /// Why a map cannot be used: becomes `ChangeSet.Reason.rescan`.
@@ -120,7 +108,13 @@ struct FingerprintMapFile {
         return hasher.finalize().withUnsafeBytes { Array($0[0..<16]) }
     }
 
-    static func header(volumeSize: Int64, blockCount: Int, epoch: UInt64, volume: String) -> [UInt8] {
+    static func header(
+        volumeSize: Int64,
+        blockCount: Int,
+        epoch: UInt64,
+        volume: String,
+        fingerprinter: BlockFingerprinter
+    ) -> [UInt8] {
         var h = [UInt8]()
         h.reserveCapacity(headerSize)
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { h.append(contentsOf: $0) } }
@@ -129,11 +123,12 @@ struct FingerprintMapFile {
         u32(version)
         u32(UInt32(Fingerprint.blockSize))
         u32(UInt32(Fingerprint.byteCount))
-        u32(0)
+        u32(fingerprinter.function.rawValue)
         u64(UInt64(volumeSize))
         u64(UInt64(blockCount))
         u64(epoch)
         h += volumeTag(volume)
+        h += fingerprinter.key
         h += [UInt8](repeating: 0, count: checksumOffset - h.count)
         return h
     }
@@ -153,7 +148,8 @@ struct FingerprintMapFile {
             volumeSize: contents.volumeSize,
             blockCount: contents.map.count,
             epoch: contents.epoch,
-            volume: volume
+            volume: volume,
+            fingerprinter: contents.fingerprinter
         )
         head += checksum(header: head, map: contents.map)
         try SystemCalls.replaceAtomically(path) { fd, tmp in
@@ -205,7 +201,8 @@ struct FingerprintMapFile {
             head.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         }
         guard Array(head[0..<8]) == magic else { throw Unusable(why: "not a fingerprint map (bad magic)") }
-        guard u32(8) == version else {
+        let format = u32(8)
+        guard format == 1 || format == version else {
             throw Unusable(why: "fingerprint map format version \(u32(8)) is not supported")
         }
         guard u32(12) == UInt32(Fingerprint.blockSize), u32(16) == UInt32(Fingerprint.byteCount) else {
@@ -238,7 +235,19 @@ struct FingerprintMapFile {
             throw Unusable(why: "the fingerprint map's checksum does not match (torn write or damage)")
         }
         guard epoch >= 1 else { throw Unusable(why: "the fingerprint map names epoch 0") }
-        return Contents(volumeSize: Int64(volumeSize), epoch: epoch, map: map)
+        let fingerprinter: BlockFingerprinter
+        switch format == 1 ? .sha256Prefix : BlockFingerprinter.Function(rawValue: u32(20)) {
+        case .sha256Prefix?:
+            fingerprinter = try BlockFingerprinter(function: .sha256Prefix, key: [])
+        case .gmac?:
+            fingerprinter = try BlockFingerprinter(
+                function: .gmac,
+                key: Array(head[keyOffset..<(keyOffset + BlockFingerprinter.keySize)])
+            )
+        case nil:
+            throw Unusable(why: "the fingerprint map uses an unknown fingerprint function (\(u32(20)))")
+        }
+        return Contents(volumeSize: Int64(volumeSize), epoch: epoch, map: map, fingerprinter: fingerprinter)
     }
 }
 

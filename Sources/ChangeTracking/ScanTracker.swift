@@ -42,7 +42,7 @@ import SystemPackage
 ///   its scanned content it is still reported.
 public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     public struct Options: Sendable {
-        /// Threads reading and hashing during `collect` (SHA-256 with SHA-NI hashes about 1.5 GB/s per core).
+        /// Threads reading and fingerprinting during `collect`.
         public var threads: Int
         /// Bytes per read and per unit of work; a multiple of 4096.
         public var chunkSize: Int
@@ -112,6 +112,9 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
 
     private let lock = PlainLock()
     private var base: Base
+    /// The function and key of the volume's fingerprints: the acknowledged map's, or new (`gmac`, random key)
+    /// when there is none. Replaced only by `invalidate`, which drops every map made with the old one.
+    private var fingerprinter: BlockFingerprinter
     private var pending: [Pending] = []  // ascending epochs
     private var issuedEpoch: UInt64
     private var collecting = false
@@ -188,6 +191,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
 
         do {
             if let contents = try FingerprintMapFile.read(mapPath, volume: volume) {
+                fingerprinter = contents.fingerprinter
                 base = Base(
                     map: contents.map,
                     epoch: contents.epoch,
@@ -195,9 +199,11 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
                     reason: .incremental
                 )
             } else {
+                fingerprinter = .fresh()
                 base = Base(map: nil, epoch: 0, volumeSize: 0, reason: .initialSync)
             }
         } catch {
+            fingerprinter = .fresh()
             base = Base(map: nil, epoch: 0, volumeSize: 0, reason: .rescan(error.why))
         }
         issuedEpoch = max(EpochFile.read(epochPath) ?? 0, base.epoch)
@@ -256,7 +262,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         defer { lock.withLock { collecting = false } }
 
         let size = try SystemCalls.size(of: device, path: path)
-        let base = lock.withLock { self.base }
+        let (base, fingerprinter) = lock.withLock { (self.base, self.fingerprinter) }
         if base.map != nil, size < base.volumeSize {
             throw LifeboatError(
                 "tracker.volume-shrank",
@@ -283,18 +289,18 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             // send pieces that read as zeros — the receiver starts from an empty volume. With write hints a
             // real scan is needed: the next collect builds on it.
             let blocks = Int((size + Int64(Fingerprint.blockSize) - 1) / Int64(Fingerprint.blockSize))
-            map = FingerprintMap(count: blocks, filledWith: .zero)
+            map = FingerprintMap(count: blocks, filledWith: fingerprinter.zero)
             extents = try possibleData(size: size)
         } else {
-            map = try currentContent(size: size)
+            map = try currentContent(size: size, fingerprinter: fingerprinter)
             if let previous {
-                extents = Self.differences(map, previous.map, volumeSize: size)
+                extents = Self.differences(map, previous.map, volumeSize: size, zero: fingerprinter.zero)
             } else {
                 switch base.reason {
                 case .rescan:
                     extents = size > 0 ? [ChangedExtent(offset: 0, length: size)] : []
                 case .initialSync, .incremental:
-                    extents = Self.differences(map, base.map, volumeSize: size)
+                    extents = Self.differences(map, base.map, volumeSize: size, zero: fingerprinter.zero)
                 }
             }
         }
@@ -322,9 +328,10 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     }
 
     public func read(_ extent: ChangedExtent, epoch: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        guard let entry = lock.withLock({ pending.first { $0.epoch == epoch } }) else {
+        guard let found = lock.withLock({ pending.first { $0.epoch == epoch }.map { ($0, self.fingerprinter) } }) else {
             throw unknownEpoch(epoch)
         }
+        let (entry, fingerprinter) = found
         let bs = Int64(Fingerprint.blockSize)
         let end = extent.offset + extent.length
         guard extent.offset >= 0, extent.length > 0, extent.offset % bs == 0, end <= entry.volumeSize,
@@ -365,7 +372,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             let block = UnsafeRawBufferPointer(
                 rebasing: target[start..<min(start + Fingerprint.blockSize, target.count)]
             )
-            fingerprints.append(Fingerprint.ofPartial(block))
+            fingerprints.append(fingerprinter.ofPartial(block))
         }
         lock.withLock {
             // Only while the epoch is still pending: an acknowledge in flight has taken its map already.
@@ -393,17 +400,23 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         // holds: zeros on an empty base, else the base's fingerprint. On a copy: the map may also be the last
         // scan, which describes the volume.
         var map = entry.map
-        let unsent = lock.withLock { Self.unread(taken) }
+        let (unsent, fingerprinter) = lock.withLock { (Self.unread(taken), self.fingerprinter) }
         if !unsent.isEmpty {
             map = entry.map.copy()
             let old = lock.withLock { base.map }
+            let zero = fingerprinter.zero
             for block in unsent {
-                map[block] = entry.baseIsEmpty ? .zero : old.map { block < $0.count ? $0[block] : .zero } ?? .zero
+                map[block] = entry.baseIsEmpty ? zero : old.map { block < $0.count ? $0[block] : zero } ?? zero
             }
         }
         do {
             try FingerprintMapFile.write(
-                FingerprintMapFile.Contents(volumeSize: entry.volumeSize, epoch: epoch, map: map),
+                FingerprintMapFile.Contents(
+                    volumeSize: entry.volumeSize,
+                    epoch: epoch,
+                    map: map,
+                    fingerprinter: fingerprinter
+                ),
                 volume: volume,
                 to: mapPath
             )
@@ -447,6 +460,11 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         lock.withLock {
             pending.removeAll()
             base = Base(map: nil, epoch: 0, volumeSize: 0, reason: .rescan(reason))
+            // A new map, so the volume may move to the current function; the last scan was made with the old one.
+            if fingerprinter.function != .gmac {
+                fingerprinter = .fresh()
+                lastScan = nil
+            }
         }
     }
 
@@ -454,7 +472,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
 
     /// The fingerprints of the volume now: the last scan with the hinted blocks re-read, or a full scan when there
     /// are no hints, they cannot vouch for completeness, or the volume changed size.
-    private func currentContent(size: Int64) throws -> FingerprintMap {
+    private func currentContent(size: Int64, fingerprinter: BlockFingerprinter) throws -> FingerprintMap {
         let previous = lock.withLock { lastScan }
         if let hints {
             // Exactly one drain per collect: it closes the window the previous collect opened and opens the next
@@ -462,7 +480,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             let written = try hints.drain()
             if let previous, previous.size == size, let written {
                 let map = previous.map.copy()
-                try refingerprint(written, size: size, into: map)
+                try refingerprint(written, size: size, into: map, fingerprinter: fingerprinter)
                 lock.withLock {
                     lastScan = (map, size)
                     lastCollectWasFullScan = false
@@ -470,7 +488,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
                 return map
             }
         }
-        let map = try scan(size: size)
+        let map = try scan(size: size, fingerprinter: fingerprinter)
         lock.withLock {
             lastScan = hints == nil ? nil : (map, size)
             lastCollectWasFullScan = true
@@ -479,7 +497,12 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     }
 
     /// Re-reads the 4 KiB blocks that `extents` touch and stores their fingerprints in `map`.
-    private func refingerprint(_ extents: [ChangedExtent], size: Int64, into map: FingerprintMap) throws {
+    private func refingerprint(
+        _ extents: [ChangedExtent],
+        size: Int64,
+        into map: FingerprintMap,
+        fingerprinter: BlockFingerprinter
+    ) throws {
         let bs = Int64(Fingerprint.blockSize)
         var blocks: [(first: Int64, end: Int64)] = []
         for e in extents.sorted(by: { $0.offset < $1.offset }) {
@@ -509,7 +532,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
                 for i in 0..<Int(count) {
                     let start = i * Fingerprint.blockSize
                     let slice = UnsafeRawBufferPointer(rebasing: target[start..<min(start + Fingerprint.blockSize, want)])
-                    map[Int(block) + i] = Fingerprint.ofPartial(slice)
+                    map[Int(block) + i] = fingerprinter.ofPartial(slice)
                 }
                 block += count
             }
@@ -523,7 +546,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     }
 
     /// Reads the whole volume and fingerprints every block, `options.threads` chunks at a time.
-    private func scan(size: Int64) throws -> FingerprintMap {
+    private func scan(size: Int64, fingerprinter: BlockFingerprinter) throws -> FingerprintMap {
         dropCache(offset: 0, length: 0)
         let bs = Int64(Fingerprint.blockSize)
         let map = FingerprintMap(count: Int((size + bs - 1) / bs))
@@ -537,7 +560,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             defer { buffer.deallocate() }
             while let index = work.next() {
                 do {
-                    try fingerprintChunk(index, size: size, buffer: buffer, into: map)
+                    try fingerprintChunk(index, size: size, buffer: buffer, into: map, fingerprinter: fingerprinter)
                 } catch {
                     work.fail(error)
                     return
@@ -552,7 +575,8 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         _ index: Int,
         size: Int64,
         buffer: UnsafeMutableRawBufferPointer,
-        into map: FingerprintMap
+        into map: FingerprintMap,
+        fingerprinter: BlockFingerprinter
     )
         throws
     {
@@ -565,7 +589,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         if !isBlockDevice, let ranges = try dataRanges(offset: offset, length: want) {
             var covered = 0
             for range in ranges {
-                for block in (covered / bs)..<(range.lowerBound / bs) { map[first + block] = Fingerprint.zero }
+                for block in (covered / bs)..<(range.lowerBound / bs) { map[first + block] = fingerprinter.zero }
                 let got = try SystemCalls.preadFully(
                     device,
                     into: UnsafeMutableRawBufferPointer(rebasing: buffer[range]),
@@ -573,11 +597,18 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
                     path: path
                 )
                 guard got == range.count else { throw shrankWhileReading(at: offset + Int64(range.lowerBound + got)) }
-                hashBlocks(buffer, from: range.lowerBound, to: range.upperBound, want: want, first: first, into: map)
+                hashBlocks(
+                    buffer,
+                    from: range.lowerBound,
+                    to: range.upperBound,
+                    first: first,
+                    into: map,
+                    fingerprinter: fingerprinter
+                )
                 covered = range.upperBound
             }
             let blocks = (want + bs - 1) / bs
-            for block in ((covered + bs - 1) / bs)..<blocks { map[first + block] = Fingerprint.zero }
+            for block in ((covered + bs - 1) / bs)..<blocks { map[first + block] = fingerprinter.zero }
             return
         }
         let got = try SystemCalls.preadFully(
@@ -587,7 +618,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
             path: path
         )
         guard got == want else { throw shrankWhileReading(at: offset + Int64(got)) }
-        hashBlocks(buffer, from: 0, to: want, want: want, first: first, into: map)
+        hashBlocks(buffer, from: 0, to: want, first: first, into: map, fingerprinter: fingerprinter)
     }
 
     /// Fingerprints the blocks of `buffer[from..<to]` (block aligned; `to` may be the chunk's partial end).
@@ -595,9 +626,9 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         _ buffer: UnsafeMutableRawBufferPointer,
         from: Int,
         to: Int,
-        want: Int,
         first: Int,
-        into map: FingerprintMap
+        into map: FingerprintMap,
+        fingerprinter: BlockFingerprinter
     ) {
         let bs = Fingerprint.blockSize
         let padded = (to + bs - 1) / bs * bs
@@ -606,7 +637,7 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
         }
         let raw = UnsafeRawBufferPointer(buffer)
         for i in (from / bs)..<(padded / bs) {
-            map[first + i] = Fingerprint.of(UnsafeRawBufferPointer(rebasing: raw[(i * bs)..<((i + 1) * bs)]))
+            map[first + i] = fingerprinter.of(UnsafeRawBufferPointer(rebasing: raw[(i * bs)..<((i + 1) * bs)]))
         }
     }
 
@@ -658,9 +689,13 @@ public final class ScanTracker: ChangeTracker, @unchecked Sendable {
     }
 
     /// The blocks whose fingerprint differs from the base (a block the base lacks counts as zeros), coalesced.
-    static func differences(_ map: FingerprintMap, _ base: FingerprintMap?, volumeSize: Int64) -> [ChangedExtent] {
+    static func differences(
+        _ map: FingerprintMap,
+        _ base: FingerprintMap?,
+        volumeSize: Int64,
+        zero: Fingerprint
+    ) -> [ChangedExtent] {
         let bs = Int64(Fingerprint.blockSize)
-        let zero = Fingerprint.zero
         let baseCount = base?.count ?? 0
         var extents: [ChangedExtent] = []
         var runStart = -1

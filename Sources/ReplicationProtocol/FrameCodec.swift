@@ -85,6 +85,11 @@ public enum FrameCodec {
 
     /// Decodes one frame body (type byte + payload, without the length prefix).
     public static func decode(frame: ArraySlice<UInt8>) throws -> Message {
+        try frame.withUnsafeBytes { try decode(frame: $0) }
+    }
+
+    /// Decodes one frame body in place (the receive buffer's bytes): only an extent's data is copied out.
+    public static func decode(frame: UnsafeRawBufferPointer) throws -> Message {
         var r = WireReader(frame)
         let typeByte = try r.u8()
         guard let type = MessageType(rawValue: typeByte) else {
@@ -255,22 +260,22 @@ struct WireWriter {
     }
 }
 
+/// Reads a frame body in place; valid only while the bytes it reads are.
 struct WireReader {
-    let bytes: ArraySlice<UInt8>
-    var position: Int
+    let bytes: UnsafeRawBufferPointer
+    var position = 0
 
-    init(_ bytes: ArraySlice<UInt8>) {
+    init(_ bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
-        self.position = bytes.startIndex
     }
 
-    var remaining: Int { bytes.endIndex - position }
-    var isAtEnd: Bool { position == bytes.endIndex }
+    var remaining: Int { bytes.count - position }
+    var isAtEnd: Bool { position == bytes.count }
 
-    mutating func take(_ n: Int) throws -> ArraySlice<UInt8> {
+    mutating func take(_ n: Int) throws -> UnsafeRawBufferPointer {
         guard remaining >= n else { throw LifeboatError.malformed("frame is truncated") }
         defer { position += n }
-        return bytes[position..<(position + n)]
+        return UnsafeRawBufferPointer(rebasing: bytes[position..<(position + n)])
     }
 
     mutating func integer<T: FixedWidthInteger>(_: T.Type) throws -> T {
@@ -327,8 +332,8 @@ struct WireReader {
     }
 
     mutating func rest() -> [UInt8] {
-        defer { position = bytes.endIndex }
-        return Array(bytes[position...])
+        defer { position = bytes.count }
+        return Array(UnsafeRawBufferPointer(rebasing: bytes[position...]))
     }
 }
 

@@ -1,6 +1,7 @@
 import Agent
 import ArgumentParser
 import LifeboatCore
+import LifeboatSystem
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -92,6 +93,7 @@ struct AgentRun: AsyncParsableCommand {
     func run() async throws {
         try await runAsync {
             let logger = Logger(label: "lifeboat.agent")
+            SystemCalls.tuneAllocatorForBuffers()
             var volumes = try volume.map(AgentVolume.init(parsing:))
             if volumes.isEmpty {
                 volumes = try VolumeDiscovery.localDisks().map { AgentVolume(name: $0.name, path: $0.path) }

@@ -134,6 +134,7 @@ struct ServerRun: AsyncParsableCommand {
         try await runAsync {
             let layout = try data.layout
             let logger = Logger(label: "lifeboat.server")
+            SystemCalls.tuneAllocatorForBuffers()
             let catalog = try data.openCatalog()
             defer { catalog.close() }
             let store = try Store.open(

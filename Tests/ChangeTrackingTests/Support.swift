@@ -1,4 +1,5 @@
 import ChangeTracking
+import Crypto
 import Foundation
 import LifeboatCore
 import LifeboatTesting
@@ -155,4 +156,25 @@ func thrownCode(_ body: () throws -> Void) -> String? {
     } catch {
         return "not a LifeboatError: \(error)"
     }
+}
+
+/// What a fingerprint map file must hold after its 128-byte header for a volume of `bytes`, computed here with
+/// swift-crypto's AES-GCM (not the tracker's code): AES-256-GMAC under the key the header records (bytes
+/// 64..<96; function 1 at byte 20, format 2 at byte 8), nonce zero, of each 4 KiB block padded with zeros.
+func expectedFingerprints(of bytes: [UInt8], mapFile: [UInt8]) throws -> [UInt8] {
+    func u32(_ at: Int) -> UInt32 {
+        mapFile.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt32.self)) }
+    }
+    try #require(mapFile.count >= 128 && u32(8) == 2 && u32(20) == 1, "a format 2 map of AES-256-GMAC fingerprints")
+    let key = SymmetricKey(data: mapFile[64..<96])
+    let nonce = try AES.GCM.Nonce(data: [UInt8](repeating: 0, count: 12))
+    var out: [UInt8] = []
+    var offset = 0
+    while offset < bytes.count {
+        var blockBytes = Array(bytes[offset..<min(offset + block, bytes.count)])
+        blockBytes += [UInt8](repeating: 0, count: block - blockBytes.count)
+        out += try AES.GCM.seal([UInt8](), using: key, nonce: nonce, authenticating: blockBytes).tag
+        offset += block
+    }
+    return out
 }

@@ -342,9 +342,7 @@ extension ReplicationAgent {
                 }
                 let data = try zip(trackers, sets).map { entry, set in
                     try set.extents.map { extent in
-                        var bytes = [UInt8](repeating: 0, count: Int(extent.length))
-                        try bytes.withUnsafeMutableBytes { try entry.tracker.read(extent, epoch: set.epoch, into: $0) }
-                        return bytes
+                        try Self.readExtent(entry.tracker, extent, epoch: set.epoch)
                     }
                 }
                 return (sets, data, time)
@@ -381,8 +379,7 @@ extension ReplicationAgent {
         }
         @Sendable func read(_ piece: (volume: Int, extent: ChangedExtent, epoch: UInt64, skipZeros: Bool), compress: Bool) async throws -> WirePiece? {
             try await pool.blocking {
-                var bytes = [UInt8](repeating: 0, count: Int(piece.extent.length))
-                try bytes.withUnsafeMutableBytes { try trackers[piece.volume].tracker.read(piece.extent, epoch: piece.epoch, into: $0) }
+                let bytes = try Self.readExtent(trackers[piece.volume].tracker, piece.extent, epoch: piece.epoch)
                 if piece.skipZeros && bytes.withUnsafeBytes({ RawMemory.isZero($0) }) { return nil }
                 return WirePiece.encode(bytes, at: UInt64(piece.extent.offset), compress: compress, encoders: encoders)
             }
@@ -431,6 +428,15 @@ extension ReplicationAgent {
                 try await report(channel, progress)
                 progress.lastReport = ContinuousClock.now
             }
+        }
+    }
+
+    /// An extent's bytes as the tracker reads them, into an array that is not zeroed first (every byte is read).
+    static func readExtent(_ tracker: any ChangeTracker, _ extent: ChangedExtent, epoch: UInt64) throws -> [UInt8] {
+        let count = Int(extent.length)
+        return try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            try tracker.read(extent, epoch: epoch, into: UnsafeMutableRawBufferPointer(buffer))
+            initialized = count
         }
     }
 

@@ -14,3 +14,7 @@ int lifeboat_spawn_close_from(void *actions, int lowfd);
 /// Opens an existing file for writing with O_DIRECT (writes bypass the page cache). Returns the descriptor, or -1
 /// with errno set when the file system does not support it (tmpfs: EINVAL).
 int lifeboat_open_direct_write(const char *path);
+
+/// Sets glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (malloc.h, which Glibc's Swift module does not export).
+/// Returns 1 when both were accepted, 0 otherwise.
+int lifeboat_set_malloc_thresholds(int mmap_threshold, int trim_threshold);

@@ -19,9 +19,12 @@ public struct FrameDecoderHandler: NIOSingleStepByteToMessageDecoder {
             )
         }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
-        buffer.moveReaderIndex(forwardBy: 4)
-        let frame = buffer.readBytes(length: Int(length))!
-        return try FrameCodec.decode(frame: frame[...])
+        // Decoded where it lies: only an extent's data is copied (once) into the message.
+        let message = try buffer.withUnsafeReadableBytes { bytes in
+            try FrameCodec.decode(frame: UnsafeRawBufferPointer(rebasing: bytes[4..<(4 + Int(length))]))
+        }
+        buffer.moveReaderIndex(forwardBy: 4 + Int(length))
+        return message
     }
 
     public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Message? {
