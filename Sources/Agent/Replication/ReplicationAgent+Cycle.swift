@@ -507,6 +507,9 @@ struct CompressionChooser {
     private var sinceExploring = 0
     private var exploreInterval = CompressionChooser.firstExploreInterval
     private var exploring = false
+    /// The first epoch is not measured: a connection's first megabytes (TCP slow start, threads and caches
+    /// warming up) go slower than what follows and would make the way measured first look worse for good.
+    private var warmingUp = true
     /// Pieces started each way, for the log.
     private(set) var startedCompressed = 0
     private(set) var startedRaw = 0
@@ -536,9 +539,15 @@ struct CompressionChooser {
         epochBytes += bytes
         epochSeconds += Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         guard epochBytes >= Self.epochBytes else { return }
+        defer {
+            epochBytes = 0
+            epochSeconds = 0
+        }
+        if warmingUp {
+            warmingUp = false
+            return
+        }
         rate[compressing] = Double(epochBytes) / max(epochSeconds, 1e-6)
-        epochBytes = 0
-        epochSeconds = 0
         guard let compressedRate = rate[true], let rawRate = rate[false] else {
             compressing.toggle()  // measure the other way once
             return

@@ -40,6 +40,10 @@ final class AgentSession {
     static let writeWindow = 8
     /// Small extents gathered before they are written together.
     static let smallBatch = 256
+    /// Where the commit being received waited (debug log at its end): for the next frame, or for the pool
+    /// (decoding and writing windows full).
+    var waitedForFrames = Duration.zero
+    var waitedForPool = Duration.zero
 
     init(service: ReplicationService, channel: any Channel) {
         self.service = service
@@ -62,7 +66,9 @@ final class AgentSession {
                 while let message = next {
                     try await perform(machine.received(message), outbound)
                     if machine.isClosed { return }
+                    let t0 = ContinuousClock.now
                     next = try await frames.next()
+                    waitedForFrames += ContinuousClock.now - t0
                 }
             }
         } catch {
@@ -227,6 +233,8 @@ final class AgentSession {
         holdsGate = true
         commitError = nil
         commitBytes = 0
+        waitedForFrames = .zero
+        waitedForPool = .zero
         commitVolumes = volumes
         do {
             builder = try await service.pool.blocking { [store = service.store] () throws -> CommitBuilder in
@@ -318,9 +326,11 @@ final class AgentSession {
             }
             decoding.append((volume, .running(work)))
         }
+        let t0 = ContinuousClock.now
         while decoding.count(where: \.work.isRunning) > Self.decodeWindow || decoding.count > Self.smallBatch {
             try await applyDecoded(all: false)
         }
+        waitedForPool += ContinuousClock.now - t0
     }
 
     /// Hands decoded extents to the in-order writer — the oldest one (with the decoded ones right after it), or
@@ -418,6 +428,10 @@ final class AgentSession {
         let name = builder.machine
         let changed = commitBytes
         let volumes = commitVolumes
+        logger.debug(
+            "receive waits",
+            metadata: ["frames": "\(waitedForFrames)", "pool": "\(waitedForPool)", "sequence": "\(sequence)"]
+        )
         do {
             builder.captureTime = captureTime
             builder.crashConsistent = consistent
