@@ -245,6 +245,7 @@ let package = Package(
             dependencies: [
                 "ReplicationTransport", "ReplicationProtocol", "LifeboatCore", "LifeboatTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]

@@ -14,6 +14,14 @@ public enum FrameCodec {
 
     /// Encodes a message as one frame.
     public static func encode(_ message: Message) -> [UInt8] {
+        let (head, body) = encodeParts(message)
+        return body.isEmpty ? head : head + body
+    }
+
+    /// A frame in two parts to be sent one after the other: everything but an extent's data, and that data (empty
+    /// for other messages), so a sender can write the data into its buffer without joining them first.
+    public static func encodeParts(_ message: Message) -> (head: [UInt8], body: [UInt8]) {
+        var body: [UInt8] = []
         var w = WireWriter()
         w.u32(0)  // length, patched below
         w.u8(message.type.rawValue)
@@ -35,7 +43,7 @@ public enum FrameCodec {
             w.u64(offset)
             w.u8(encoding)
             w.u32(rawLength)
-            w.bytes.append(contentsOf: data)
+            body = data
         case .endCommit(let sequence, let extents, let bytes, let consistent, let time, let epochs):
             w.u64(sequence)
             w.u64(extents)
@@ -75,12 +83,12 @@ public enum FrameCodec {
             w.blob(certificate)
             w.blob(ca)
         }
-        let length = UInt32(w.bytes.count - 4)
+        let length = UInt32(w.bytes.count - 4 + body.count)
         w.bytes[0] = UInt8(length >> 24)
         w.bytes[1] = UInt8(truncatingIfNeeded: length >> 16)
         w.bytes[2] = UInt8(truncatingIfNeeded: length >> 8)
         w.bytes[3] = UInt8(truncatingIfNeeded: length)
-        return w.bytes
+        return (w.bytes, body)
     }
 
     /// Decodes one frame body (type byte + payload, without the length prefix).

@@ -567,7 +567,9 @@ enum ExtentPreparation {
     static func raw(_ data: [UInt8], offset: UInt64, builder: CommitBuilder) throws -> [DecodedPiece] {
         let size = UInt64(SegmentFrames.segmentSize)
         return try splitRaw(data, offset: offset).map { (piece) throws -> DecodedPiece in
-            guard piece.bytes.count == Int(size), piece.offset % size == 0 else { return .partial(offset: piece.offset, bytes: piece.bytes) }
+            guard piece.bytes.count == Int(size), piece.offset % size == 0 else {
+                return .partial(offset: piece.offset, bytes: Array(piece.bytes))
+            }
             return .whole(index: Int(piece.offset / size), try builder.prepareSegment(content: piece.bytes))
         }
     }
@@ -584,15 +586,15 @@ enum ExtentPreparation {
         }
     }
 
-    /// A raw extent cut at segment boundaries.
-    static func splitRaw(_ data: [UInt8], offset: UInt64) -> [(offset: UInt64, bytes: [UInt8])] {
+    /// A raw extent cut at segment boundaries (slices of it: nothing is copied).
+    static func splitRaw(_ data: [UInt8], offset: UInt64) -> [(offset: UInt64, bytes: ArraySlice<UInt8>)] {
         let size = UInt64(SegmentFrames.segmentSize)
-        var pieces: [(offset: UInt64, bytes: [UInt8])] = []
+        var pieces: [(offset: UInt64, bytes: ArraySlice<UInt8>)] = []
         var position = offset
         var start = 0
         while start < data.count {
             let count = min(data.count - start, Int(size - position % size))
-            pieces.append((position, Array(data[start..<(start + count)])))
+            pieces.append((position, data[start..<(start + count)]))
             start += count
             position += UInt64(count)
         }

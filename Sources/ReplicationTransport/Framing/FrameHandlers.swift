@@ -39,7 +39,11 @@ public struct FrameEncoderHandler: MessageToByteEncoder {
     public init() {}
 
     public func encode(data: Message, out: inout ByteBuffer) throws {
-        out.writeBytes(FrameCodec.encode(data))
+        // An extent's data is copied once, into the buffer, not first into a joined frame.
+        let (head, body) = FrameCodec.encodeParts(data)
+        out.reserveCapacity(minimumWritableBytes: head.count + body.count)
+        out.writeBytes(head)
+        out.writeBytes(body)
     }
 }
 

@@ -51,6 +51,16 @@ struct BlobCipher: Sendable {
         }
     }
 
+    /// `seal` without joining the parts: a chunk's ciphertext is copied once, into its pack.
+    func sealParts(_ plaintext: UnsafeRawBufferPointer, kind: BlobKind, context: [UInt8]) throws -> SealedParts {
+        do {
+            let box = try AES.GCM.seal(plaintext, using: keys.dataKey, authenticating: Self.associatedData(kind, context))
+            return SealedParts(nonce: Array(box.nonce), ciphertext: box.ciphertext, tag: box.tag)
+        } catch {
+            throw LifeboatError("store.crypto", "encryption failed", cause: error)
+        }
+    }
+
     func seal(_ plaintext: [UInt8], kind: BlobKind, context: [UInt8]) throws -> [UInt8] {
         try plaintext.withUnsafeBytes { (buf) throws in Array(try seal(buf, kind: kind, context: context)) }
     }
@@ -70,5 +80,34 @@ struct BlobCipher: Sendable {
 
     func open(_ sealed: [UInt8], kind: BlobKind, context: [UInt8]) throws -> [UInt8] {
         try sealed.withUnsafeBytes { (buf) throws in Array(try open(buf, kind: kind, context: context)) }
+    }
+}
+
+/// A sealed blob in the three parts AES-GCM returns; written one after another they are `seal`'s bytes.
+struct SealedParts: @unchecked Sendable {
+    let nonce: [UInt8]
+    let ciphertext: Data
+    let tag: Data
+
+    var count: Int { nonce.count + ciphertext.count + tag.count }
+
+    init(nonce: [UInt8], ciphertext: Data, tag: Data) {
+        self.nonce = nonce
+        self.ciphertext = ciphertext
+        self.tag = tag
+    }
+
+    /// Whole sealed bytes as one part (copies of blobs already sealed).
+    init(joined: [UInt8]) {
+        nonce = joined
+        ciphertext = Data()
+        tag = Data()
+    }
+
+    /// Calls `body` with each part in order.
+    func forEachPart(_ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        try nonce.withUnsafeBytes(body)
+        try ciphertext.withUnsafeBytes(body)
+        try tag.withUnsafeBytes(body)
     }
 }

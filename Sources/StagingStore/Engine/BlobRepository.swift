@@ -209,7 +209,7 @@ final class BlobRepository: @unchecked Sendable {
         guard fresh else { return 0 }
         let compressedLength = compressor.compress(plaintext, into: scratch)
         let body = compressedLength.map { UnsafeRawBufferPointer(rebasing: scratch[0..<$0]) } ?? plaintext
-        let sealed = try cipher.seal(body, kind: kind, context: id.bytes)
+        let sealed = try cipher.sealParts(body, kind: kind, context: id.bytes)
         try lock.withLock { () throws in
             try appendLocked(
                 sealed,
@@ -225,7 +225,7 @@ final class BlobRepository: @unchecked Sendable {
     /// Stores a blob sealed by the caller (`seal(_:kind:context:)` with the id as context) unless the store
     /// already has it. Returns the number of bytes added (0 for a duplicate).
     /// `deferred`: the body is plain and should be compressed in the background.
-    func storeSealed(_ id: BlobID, kind: BlobKind, sealed: Data, rawLength: Int, compressed: Bool, deferred: Bool = false) throws -> Int {
+    func storeSealed(_ id: BlobID, kind: BlobKind, sealed: SealedParts, rawLength: Int, compressed: Bool, deferred: Bool = false) throws -> Int {
         try lock.withLock { () throws -> Int in
             if entries[id] != nil || reserved.contains(id) { return 0 }
             reserved.insert(id)
@@ -239,7 +239,7 @@ final class BlobRepository: @unchecked Sendable {
     func copySealed(_ sealed: [UInt8], entry: BlobEntry) throws {
         try lock.withLock { () throws in
             try appendLocked(
-                Data(sealed),
+                SealedParts(joined: sealed),
                 id: entry.id,
                 kind: entry.kind,
                 rawLength: Int(entry.rawLength),
@@ -249,7 +249,7 @@ final class BlobRepository: @unchecked Sendable {
         }
     }
 
-    private func appendLocked(_ sealed: Data, id: BlobID, kind: BlobKind, rawLength: Int, compressed: Bool, deferred: Bool = false)
+    private func appendLocked(_ sealed: SealedParts, id: BlobID, kind: BlobKind, rawLength: Int, compressed: Bool, deferred: Bool = false)
         throws
     {
         if currentPack == nil {
@@ -259,7 +259,7 @@ final class BlobRepository: @unchecked Sendable {
             currentPack = (number(forPack: name), writer, [])
         }
         let offset = currentPack!.writer.bytesWritten
-        try sealed.withUnsafeBytes { (buf) throws in try currentPack!.writer.append(buf) }
+        try sealed.forEachPart { (buf) throws in try currentPack!.writer.append(buf) }
         currentPack!.entries.append(
             BlobEntry(
                 id: id,

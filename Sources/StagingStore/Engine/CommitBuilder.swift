@@ -22,11 +22,12 @@ struct PendingSegment {
 
 /// A whole segment checked and sealed off the commit's thread (`CommitBuilder.prepareSegment`).
 public struct PreparedSegment: @unchecked Sendable {
-    let content: [UInt8]
+    /// The segment's bytes (a slice of the extent they arrived in: not copied).
+    let content: ArraySlice<UInt8>
     let isZero: Bool
     let fingerprint: BlobID
     /// The sealed chunk body; nil for an all-zero segment.
-    let sealed: Data?
+    let sealed: SealedParts?
     let compressed: Bool
     /// Sealed plain, to be compressed in the background (`Store.compressDeferred`).
     var deferred = false
@@ -344,10 +345,10 @@ public final class CommitBuilder: @unchecked Sendable {
     /// bytes, when the frame does not save 1/32, as the store does for its own compression). Thread-safe and
     /// free of the commit's state: run it on any thread, then hand the result to `putSegment` in write order.
     public func prepareSegment(content: [UInt8], frame: UnsafeRawBufferPointer) throws -> PreparedSegment {
-        try prepare(content) { plain, id in
+        try prepare(content[...]) { plain, id in
             let useFrame = frame.count <= StoreFormat.segmentSize - StoreFormat.segmentSize / 32
-            let sealed = try store.cipher.seal(useFrame ? frame : plain, kind: .chunk, context: id.bytes)
-            return PreparedSegment(content: content, isZero: false, fingerprint: id, sealed: sealed, compressed: useFrame)
+            let sealed = try store.cipher.sealParts(useFrame ? frame : plain, kind: .chunk, context: id.bytes)
+            return PreparedSegment(content: content[...], isZero: false, fingerprint: id, sealed: sealed, compressed: useFrame)
         }
     }
 
@@ -356,15 +357,20 @@ public final class CommitBuilder: @unchecked Sendable {
     /// marked deferred, and `Store.compressDeferred` compresses it when the server has time. Thread-safe, like
     /// `prepareSegment(content:frame:)`.
     public func prepareSegment(content: [UInt8]) throws -> PreparedSegment {
+        try prepareSegment(content: content[...])
+    }
+
+    /// The same for a segment inside a larger buffer (a raw extent as it arrived): the slice is kept, not copied.
+    public func prepareSegment(content: ArraySlice<UInt8>) throws -> PreparedSegment {
         try prepare(content) { plain, id in
-            let sealed = try store.cipher.seal(plain, kind: .chunk, context: id.bytes)
+            let sealed = try store.cipher.sealParts(plain, kind: .chunk, context: id.bytes)
             return PreparedSegment(content: content, isZero: false, fingerprint: id, sealed: sealed, compressed: false, deferred: true)
         }
     }
 
     /// Checks a whole segment's size; an all-zero one is a hole, else `seal` gets the bytes and their keyed id.
     private func prepare(
-        _ content: [UInt8],
+        _ content: ArraySlice<UInt8>,
         seal: (UnsafeRawBufferPointer, BlobID) throws -> PreparedSegment
     ) throws -> PreparedSegment {
         guard content.count == StoreFormat.segmentSize else {
