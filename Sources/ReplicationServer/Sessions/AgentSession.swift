@@ -34,7 +34,12 @@ final class AgentSession {
     /// Groups of decoded extents handed to the in-order writer, oldest first: each writes into the commit after
     /// the one before it, on the pool, while the session goes on receiving.
     var writing: [Task<Void, any Error>] = []
-    /// Large extents decoded ahead of the ones being written.
+    /// Consecutive large extents of one volume not yet handed to the pool: they go as one job once they hold
+    /// `batchBytes` (an initial sync's extents are the data runs between holes, a few hundred KiB each; a job
+    /// per extent cost more in thread hops than the work it carried).
+    var batch: (volume: String, extents: [(offset: UInt64, encoding: UInt8, rawLength: UInt32, data: [UInt8])], rawBytes: Int)?
+    static let batchBytes = 1 << 20
+    /// Jobs of large extents decoded ahead of the ones being written.
     static let decodeWindow = 8
     /// Groups handed to the writer before the session waits for the oldest.
     static let writeWindow = 8
@@ -118,6 +123,7 @@ final class AgentSession {
                 continue
             }
             // Everything else happens after the extents before it were written.
+            startBatch()
             try await applyDecoded(all: true)
             switch action {
             case .send(let message):
@@ -303,34 +309,61 @@ final class AgentSession {
     }
 
     /// Starts decoding a segment-framed extent, or splitting a raw one (encoding 0) into segments: on the
-    /// thread pool when it holds a whole segment (decoding, hashing and sealing are the work), at once when it
-    /// does not (a few KiB: a thread hop would cost more; small extents are written in batches). Whole raw segments are sealed plain and compressed
-    /// later in the background (`CommitBuilder.prepareSegment(content:)`). Writes the oldest ones once too many
-    /// are ahead.
+    /// thread pool when it holds a whole segment (decoding, hashing and sealing are the work; consecutive ones
+    /// in jobs of about 1 MiB, `startBatch`), at once when it does not (a few KiB: a thread hop would cost more;
+    /// small extents are written in batches). Whole raw segments are sealed plain and compressed later in the
+    /// background (`CommitBuilder.prepareSegment(content:)`). Writes the oldest ones once too many are ahead.
     private func decodeAhead(volume: String, offset: UInt64, encoding: UInt8, rawLength: UInt32, data: [UInt8]) async throws {
-        guard let builder, commitError == nil else { return }
+        guard builder != nil, commitError == nil else { return }
         commitBytes += UInt64(rawLength)
-        if Int(rawLength) < SegmentFrames.segmentSize, encoding == 0 {
-            decoding.append((volume, .decoded([.partial(offset: offset, bytes: data)])))
-        } else if Int(rawLength) < SegmentFrames.segmentSize {
-            let pieces = try SegmentFrames.decode(data, offset: offset, rawLength: Int(rawLength))
-            decoding.append((volume, .decoded(pieces.map { .partial(offset: $0.offset, bytes: $0.bytes) })))
-        } else {
-            let pool = service.pool
-            let raw = encoding == 0
-            let work = Task { () throws -> [DecodedPiece] in
-                try await pool.blocking { () throws -> [DecodedPiece] in
-                    if raw { return try ExtentPreparation.raw(data, offset: offset, builder: builder) }
-                    return try ExtentPreparation.frames(data, offset: offset, rawLength: rawLength, builder: builder)
-                }
+        if Int(rawLength) < SegmentFrames.segmentSize {
+            startBatch()
+            if encoding == 0 {
+                decoding.append((volume, .decoded([.partial(offset: offset, bytes: data)])))
+            } else {
+                let pieces = try SegmentFrames.decode(data, offset: offset, rawLength: Int(rawLength))
+                decoding.append((volume, .decoded(pieces.map { .partial(offset: $0.offset, bytes: $0.bytes) })))
             }
-            decoding.append((volume, .running(work)))
+        } else {
+            if let batch, batch.volume != volume { startBatch() }
+            var next = batch ?? (volume, [], 0)
+            next.extents.append((offset, encoding, rawLength, data))
+            next.rawBytes += Int(rawLength)
+            batch = next
+            if next.rawBytes >= Self.batchBytes { startBatch() }
         }
         let t0 = ContinuousClock.now
         while decoding.count(where: \.work.isRunning) > Self.decodeWindow || decoding.count > Self.smallBatch {
             try await applyDecoded(all: false)
         }
         waitedForPool += ContinuousClock.now - t0
+    }
+
+    /// Hands the batch of large extents to the pool as one job (in arrival order among the decoding ones).
+    private func startBatch() {
+        guard let batch else { return }
+        self.batch = nil
+        guard let builder else { return }
+        let pool = service.pool
+        let work = Task { () throws -> [DecodedPiece] in
+            try await pool.blocking { () throws -> [DecodedPiece] in
+                var pieces: [DecodedPiece] = []
+                for extent in batch.extents {
+                    if extent.encoding == 0 {
+                        pieces += try ExtentPreparation.raw(extent.data, offset: extent.offset, builder: builder)
+                    } else {
+                        pieces += try ExtentPreparation.frames(
+                            extent.data,
+                            offset: extent.offset,
+                            rawLength: extent.rawLength,
+                            builder: builder
+                        )
+                    }
+                }
+                return pieces
+            }
+        }
+        decoding.append((batch.volume, .running(work)))
     }
 
     /// Hands decoded extents to the in-order writer — the oldest one (with the decoded ones right after it), or
@@ -394,6 +427,7 @@ final class AgentSession {
 
     /// Drops extents still being decoded or written (the commit is over), after their work ended.
     private func discardDecoded() async {
+        batch = nil
         let pending = decoding
         decoding = []
         for entry in pending {
