@@ -310,7 +310,8 @@ extension ReplicationAgent {
     /// Collects every volume (from the acknowledged state, or since the previous round), on the thread pool.
     private func collect(since previous: [ChangeSet]?) async throws -> [ChangeSet] {
         let trackers = self.trackers
-        return try await pool.blocking {
+        let started = ContinuousClock.now
+        let sets = try await pool.blocking {
             try trackers.indices.map { i in
                 if let previous {
                     try trackers[i].tracker.collect(since: previous[i].epoch)
@@ -319,6 +320,14 @@ extension ReplicationAgent {
                 }
             }
         }
+        logger.debug(
+            "collected",
+            metadata: [
+                "took": "\(ContinuousClock.now - started)", "changed-bytes": "\(sets.reduce(0) { $0 + $1.changedBytes })",
+                "round": "\(previous == nil ? "first" : "later")",
+            ]
+        )
+        return sets
     }
 
     /// Freezes the machine's filesystems, collects the residue and reads it into memory, thaws.
