@@ -55,7 +55,7 @@ struct BlobCipher: Sendable {
     func sealParts(_ plaintext: UnsafeRawBufferPointer, kind: BlobKind, context: [UInt8]) throws -> SealedParts {
         do {
             let box = try AES.GCM.seal(plaintext, using: keys.dataKey, authenticating: Self.associatedData(kind, context))
-            return SealedParts(nonce: Array(box.nonce), ciphertext: box.ciphertext, tag: box.tag)
+            return SealedParts(head: Array(box.nonce), ciphertext: box.ciphertext, tag: box.tag)
         } catch {
             throw LifeboatError("store.crypto", "encryption failed", cause: error)
         }
@@ -83,30 +83,31 @@ struct BlobCipher: Sendable {
     }
 }
 
-/// A sealed blob in the three parts AES-GCM returns; written one after another they are `seal`'s bytes.
+/// A sealed blob in the parts AES-GCM returns — nonce, ciphertext, tag — that, written one after another,
+/// are `seal`'s bytes; or, for a blob sealed earlier, all of them in `head`.
 struct SealedParts: @unchecked Sendable {
-    let nonce: [UInt8]
+    let head: [UInt8]
     let ciphertext: Data
     let tag: Data
 
-    var count: Int { nonce.count + ciphertext.count + tag.count }
+    var count: Int { head.count + ciphertext.count + tag.count }
 
-    init(nonce: [UInt8], ciphertext: Data, tag: Data) {
-        self.nonce = nonce
+    init(head: [UInt8], ciphertext: Data, tag: Data) {
+        self.head = head
         self.ciphertext = ciphertext
         self.tag = tag
     }
 
     /// Whole sealed bytes as one part (copies of blobs already sealed).
     init(joined: [UInt8]) {
-        nonce = joined
+        head = joined
         ciphertext = Data()
         tag = Data()
     }
 
     /// Calls `body` with each part in order.
     func forEachPart(_ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
-        try nonce.withUnsafeBytes(body)
+        try head.withUnsafeBytes(body)
         try ciphertext.withUnsafeBytes(body)
         try tag.withUnsafeBytes(body)
     }
