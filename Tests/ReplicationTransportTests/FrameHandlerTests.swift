@@ -1,4 +1,5 @@
 import LifeboatCore
+import LifeboatTesting
 import NIOCore
 import NIOEmbedded
 import ReplicationProtocol
@@ -30,7 +31,7 @@ struct FrameHandlerTests {
             #expect(written == FrameCodec.encode(message))
             wire += written
         }
-        var rng = SplitMix64(seed: 5)
+        var rng = SeededRandom(seed: 5)
         var position = 0
         while position < wire.count {
             let n = min(wire.count - position, Int.random(in: 1...70_000, using: &rng))
@@ -56,18 +57,5 @@ struct FrameHandlerTests {
             (error as? LifeboatError)?.code == "protocol.malformed"
         }
         #expect(try channel.readInbound(as: Message.self) == nil)
-    }
-}
-
-/// A small deterministic generator, so that failures reproduce.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
