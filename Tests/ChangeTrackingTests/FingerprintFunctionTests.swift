@@ -42,12 +42,7 @@ struct FingerprintFunctionTests {
         let size = 2 * MiB + 700
         let f = try TrackerFixture(size: size, seed: 21)
         var rng = SeededRandom(seed: 21)
-        let mapPath: String
-        do {
-            let t = try f.tracker()
-            try collectReadAndAcknowledge(t)
-            mapPath = t.mapPath
-        }
+        let mapPath = try f.acknowledgedInitialSync()
         try Self.rewriteAsFormat1(mapPath, volumeBytes: try f.contents())
         for b in [3, 100, size / block - 1] { try f.scribble(block: b, rng: &rng) }
 
@@ -83,12 +78,7 @@ struct FingerprintFunctionTests {
     @Test("a map naming an unknown fingerprint function is not used: a rescan says why")
     func unknownFunction() throws {
         let f = try TrackerFixture(size: 256 * KiB, seed: 22)
-        let mapPath: String
-        do {
-            let t = try f.tracker()
-            try collectReadAndAcknowledge(t)
-            mapPath = t.mapPath
-        }
+        let mapPath = try f.acknowledgedInitialSync()
         var map = try FileTools.read(mapPath)
         map.replaceSubrange(20..<24, with: [7, 0, 0, 0])
         var hasher = SHA256()

@@ -166,12 +166,7 @@ import Testing
         let size = 1 * MiB + 1000
         let f = try TrackerFixture(size: size, seed: 8)
         var rng = SeededRandom(seed: 8)
-        let mapPath: String
-        do {
-            let t = try f.tracker()
-            try collectReadAndAcknowledge(t)
-            mapPath = t.mapPath
-        }
+        let mapPath = try f.acknowledgedInitialSync()
         let mapSize = try FileTools.size(mapPath)
         switch damage {
         case .flipFingerprintByte: try FileTools.flipByte(mapPath, at: 128 + 16 * 77 + 3)
@@ -211,12 +206,7 @@ import Testing
 
     @Test func rescanReasonsSayWhy() throws {
         let f = try TrackerFixture(size: 256 * KiB)
-        let mapPath: String
-        do {
-            let t = try f.tracker()
-            try collectReadAndAcknowledge(t)
-            mapPath = t.mapPath
-        }
+        let mapPath = try f.acknowledgedInitialSync()
         try FileTools.flipByte(mapPath, at: 200)
         do {
             let t = try f.tracker()

@@ -28,6 +28,14 @@ final class TrackerFixture {
 
     func contents() throws -> [UInt8] { try FileTools.read(volumePath) }
 
+    /// Runs a first tracker through its initial sync (collect, read, acknowledge) and lets it go (its lock with
+    /// it); returns the path of the map it left.
+    func acknowledgedInitialSync() throws -> String {
+        let t = try tracker()
+        try collectReadAndAcknowledge(t)
+        return t.mapPath
+    }
+
     /// Attaches the image to a free loop device (the suite runs as root) and returns the device's path; the
     /// caller detaches it (`losetup -d`).
     func attachLoopDevice() throws -> String {
